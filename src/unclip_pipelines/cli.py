@@ -1,0 +1,154 @@
+"""The ``unclip`` command line: generate images, and make a tiny random model for smoke runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+SCHEDULERS = {
+    "unclip": "unclip_pipelines:UnCLIPScheduler",
+    "ddim": "diffusers:DDIMScheduler",
+    "dpm": "diffusers:DPMSolverMultistepScheduler",
+    "euler": "diffusers:EulerDiscreteScheduler",
+    "ddpm": "diffusers:DDPMScheduler",
+}
+
+
+def default_model() -> str | None:
+    """The embedded Shapes World model when the package ships one."""
+    try:
+        from . import EMBEDDED_MODEL  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return EMBEDDED_MODEL if os.path.isfile(os.path.join(EMBEDDED_MODEL, "model_index.json")) else None
+
+
+def _scheduler_class(name: str):
+    import importlib
+
+    module, cls = SCHEDULERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_pipeline(model: str | None, scheduler: str = "unclip", device: str | None = None):
+    """Load an :class:`UnCLIPPipeline` and swap every stage's scheduler to ``scheduler`` (keeping its noise schedule)."""
+    import torch
+
+    from .pipelines import UnCLIPPipeline
+
+    model = model or default_model()
+    if model is None:
+        raise SystemExit(
+            "No model given and no embedded model is installed: pass --model DIR_OR_REPO "
+            "(e.g. a folder made by `unclip create-tiny-model DIR`)."
+        )
+    pipe = UnCLIPPipeline.from_pretrained(model)
+    if scheduler != "unclip":
+        cls = _scheduler_class(scheduler)
+        for name in ("prior_scheduler", "decoder_scheduler", "super_res_scheduler"):
+            current = getattr(pipe, name, None)
+            if current is not None:
+                setattr(pipe, name, cls.from_config(current.config))
+    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _generate_kwargs(args) -> dict:
+    kwargs = {
+        "prior_num_inference_steps": args.prior_steps,
+        "decoder_num_inference_steps": args.decoder_steps,
+        "super_res_num_inference_steps": args.super_res_steps,
+        "prior_guidance_scale": args.prior_guidance_scale,
+        "decoder_guidance_scale": args.decoder_guidance_scale,
+        "num_images_per_prompt": args.num_images,
+    }
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    if (args.prompt is None) == (args.prompts_file is None):
+        raise SystemExit("Give a PROMPT or --prompts-file FILE (one prompt a line), not both.")
+    if args.prompts_file is not None and args.output_dir is None:
+        raise SystemExit("--prompts-file needs --output-dir DIR for the images (named NNNN_K.png).")
+    pipe = load_pipeline(args.model, args.scheduler)
+    kwargs = _generate_kwargs(args)
+
+    if args.prompt is not None:
+        generator = torch.Generator("cpu").manual_seed(args.seed)
+        images = pipe(args.prompt, generator=generator, **kwargs).images
+        stem, ext = os.path.splitext(args.output)
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        for k, image in enumerate(images):
+            path = args.output if len(images) == 1 else f"{stem}_{k}{ext or '.png'}"
+            image.save(path)
+            print(path)
+        return 0
+
+    with open(args.prompts_file, encoding="utf-8") as handle:
+        prompts = [line.strip() for line in handle if line.strip()]
+    if not prompts:
+        raise SystemExit(f"{args.prompts_file} holds no prompts (one prompt a line).")
+    os.makedirs(args.output_dir, exist_ok=True)
+    pipe.set_progress_bar_config(disable=True)
+    from tqdm.auto import tqdm
+
+    for index, prompt in enumerate(tqdm(prompts, desc="prompts")):
+        generator = torch.Generator("cpu").manual_seed(args.seed + index)
+        for k, image in enumerate(pipe(prompt, generator=generator, **kwargs).images):
+            image.save(os.path.join(args.output_dir, f"{index:04d}_{k}.png"))
+    print(f"wrote {len(prompts)} x {args.num_images} images to {args.output_dir}")
+    return 0
+
+
+def cmd_create_tiny_model(args) -> int:
+    from .pipelines import UnCLIPImageVariationPipeline, UnCLIPPipeline
+    from .tiny import tiny_unclip_components
+
+    cls = UnCLIPImageVariationPipeline if args.image_variation else UnCLIPPipeline
+    pipe = cls(**tiny_unclip_components(seed=args.seed, image_variation=args.image_variation))
+    pipe.save_pretrained(args.output_dir)
+    print(f"wrote a tiny RANDOM (untrained) {cls.__name__} to {args.output_dir}: its images are noise-like.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unclip", description="unCLIP (DALL·E 2) pipelines for diffusers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="text -> image with an UnCLIPPipeline")
+    gen.add_argument("prompt", nargs="?", help="the prompt")
+    gen.add_argument("--prompts-file", help="a file with one prompt a line (instead of PROMPT)")
+    gen.add_argument("--output-dir", help="folder for --prompts-file images, named NNNN_K.png")
+    gen.add_argument("--model", help="pipeline folder or Hub repo id (default: the embedded model)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (prompt i of a file uses seed + i)")
+    gen.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    gen.add_argument("--output", default="unclip.png", help="output file for PROMPT (K > 1 adds _K)")
+    gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="unclip", help="sampler for every stage")
+    gen.add_argument("--prior-steps", type=int)
+    gen.add_argument("--decoder-steps", type=int)
+    gen.add_argument("--super-res-steps", type=int)
+    gen.add_argument("--prior-guidance-scale", type=float)
+    gen.add_argument("--decoder-guidance-scale", type=float)
+    gen.set_defaults(func=cmd_generate)
+
+    tiny = sub.add_parser("create-tiny-model", help="write a tiny random pipeline (for smoke tests only)")
+    tiny.add_argument("output_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--image-variation", action="store_true")
+    tiny.set_defaults(func=cmd_create_tiny_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Text -> image with unCLIP: CLIP text encoder -> diffusion prior -> decoder -> super-resolution cascade."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+from ..models.text_proj import UnCLIPTextProjModel
+from .base import UnCLIPPipelineBase
+from .output import UnCLIPPipelineOutput
+from .pipeline_unclip_decoder import DECODER_OFFLOAD_SEQ
+from .stages import SUPER_RES_COMPONENTS, DecoderStageMixin, PriorStageMixin, TextEncodingMixin
+from .validation import (
+    check_generator,
+    check_guidance,
+    check_negative_prompt,
+    check_positive_int,
+    check_prompt,
+    check_steps,
+)
+
+
+class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, DecoderStageMixin):
+    r"""
+    Text-to-image generation with unCLIP (DALL·E 2, arXiv 2204.06125), compatible with Kakao Brain's Karlo folders
+    (``kakaobrain/karlo-v1-alpha`` loads unchanged) and with diffusers' deprecated ``UnCLIPPipeline``.
+
+    It runs :class:`UnCLIPPriorPipeline`'s stage and then :class:`UnCLIPDecoderPipeline`'s; both can also be used on
+    their own, from the same folder.
+
+    Args:
+        prior ([`PriorTransformer`]): diffusion prior, text -> CLIP image embedding.
+        decoder ([`UNet2DConditionModel`]): decoder, image embedding (+ caption) -> low-resolution image.
+        text_encoder ([`CLIPTextModelWithProjection`]), tokenizer ([`CLIPTokenizer`]): frozen CLIP text side.
+        text_proj ([`UnCLIPTextProjModel`]): the decoder's conditioning projection.
+        super_res_first, super_res_last ([`UNet2DModel`] or ``None``): Karlo's upsampler (pass ``None`` for a
+            decoder-only model); ``super_res_2_*`` and ``super_res_3_*`` add further x4 stages.
+        prior_scheduler, decoder_scheduler, super_res_scheduler: [`UnCLIPScheduler`] or any diffusers scheduler.
+    """
+
+    model_cpu_offload_seq = "text_encoder->prior->" + DECODER_OFFLOAD_SEQ
+    _exclude_from_cpu_offload = ["prior"]
+    _optional_components = list(SUPER_RES_COMPONENTS)
+
+    def __init__(
+        self,
+        prior: PriorTransformer,
+        decoder: UNet2DConditionModel,
+        text_encoder: CLIPTextModelWithProjection,
+        tokenizer: CLIPTokenizer,
+        text_proj: UnCLIPTextProjModel,
+        super_res_first: UNet2DModel | None,
+        super_res_last: UNet2DModel | None,
+        prior_scheduler,
+        decoder_scheduler,
+        super_res_scheduler=None,
+        super_res_2_first: UNet2DModel | None = None,
+        super_res_2_last: UNet2DModel | None = None,
+        super_res_3_first: UNet2DModel | None = None,
+        super_res_3_last: UNet2DModel | None = None,
+    ):
+        super().__init__()
+        self.register_unclip_modules(
+            prior=prior,
+            decoder=decoder,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_proj=text_proj,
+            super_res_first=super_res_first,
+            super_res_last=super_res_last,
+            prior_scheduler=prior_scheduler,
+            decoder_scheduler=decoder_scheduler,
+            super_res_scheduler=super_res_scheduler,
+            super_res_2_first=super_res_2_first,
+            super_res_2_last=super_res_2_last,
+            super_res_3_first=super_res_3_first,
+            super_res_3_last=super_res_3_last,
+        )
+        if self.super_res_stages and super_res_scheduler is None:
+            raise ValueError("A super-resolution stage needs `super_res_scheduler`.")
+
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        num_images_per_prompt,
+        prior_num_inference_steps,
+        prior_guidance_scale,
+        text_model_output,
+        generator,
+    ) -> tuple[list[str] | None, list[str] | None, int]:
+        """Validate the prompt-side arguments; returns prompts, negative prompts and the number of prompts."""
+        prompts = check_prompt(prompt, allow_none=text_model_output is not None)
+        if prompts is not None and text_model_output is not None:
+            raise ValueError("Pass either `prompt` or `text_model_output`, not both.")
+        batch = len(prompts) if prompts is not None else text_model_output[0].shape[0]
+        check_positive_int(num_images_per_prompt, "num_images_per_prompt")
+        check_steps(prior_num_inference_steps, "prior_num_inference_steps")
+        check_guidance(prior_guidance_scale, "prior_guidance_scale")
+        check_generator(generator, batch * num_images_per_prompt)
+        return prompts, check_negative_prompt(negative_prompt, batch), batch
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        prior_num_inference_steps: int = 25,
+        decoder_num_inference_steps: int = 25,
+        super_res_num_inference_steps: int | list[int] = 7,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        prior_latents: torch.Tensor | None = None,
+        decoder_latents: torch.Tensor | None = None,
+        super_res_latents: torch.Tensor | list[torch.Tensor] | None = None,
+        text_model_output=None,
+        text_attention_mask: torch.Tensor | None = None,
+        prior_guidance_scale: float = 4.0,
+        decoder_guidance_scale: float = 8.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' convention)
+    ):
+        r"""
+        Args:
+            prompt: the prompt(s).
+            negative_prompt: replaces the empty caption in the unconditional branch of both stages' guidance.
+            num_images_per_prompt: images per prompt.
+            prior_num_inference_steps, decoder_num_inference_steps, super_res_num_inference_steps: steps per stage
+                (Karlo's "fast" setting: 25, 25, 7); the last may list one count per cascade stage.
+            generator: torch generator(s) for reproducibility.
+            prior_latents, decoder_latents, super_res_latents: initial noise per stage (the last may be a list, one
+                tensor per cascade stage).
+            text_model_output: precomputed ``(text_embeds, last_hidden_state)`` instead of ``prompt``, with its
+                ``text_attention_mask``.
+            prior_guidance_scale, decoder_guidance_scale: classifier-free guidance per stage (on when > 1).
+            output_type: ``"pil"``, ``"np"`` or ``"pt"``.
+            return_dict: return :class:`UnCLIPPipelineOutput` rather than a tuple.
+            callback_on_step_end: ``callback(pipe, step, timestep, callback_kwargs) -> dict``, called after every step
+                of every stage; ``pipe.stage`` tells which.
+            callback_on_step_end_tensor_inputs: tensors passed to the callback (``latents``, ``model_output``).
+
+        Returns:
+            :class:`UnCLIPPipelineOutput` with ``images`` and the prior's ``image_embeds``.
+        """
+        prompts, negative, _ = self.check_inputs(
+            prompt,
+            negative_prompt,
+            num_images_per_prompt,
+            prior_num_inference_steps,
+            prior_guidance_scale,
+            text_model_output,
+            generator,
+        )
+        sr_steps = self.check_decoder_inputs(
+            decoder_num_inference_steps,
+            super_res_num_inference_steps,
+            decoder_guidance_scale,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        device = self._execution_device
+        callbacks = dict(
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+
+        guided = prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
+        text = self.encode_prompt(
+            prompts, device, num_images_per_prompt, guided, negative, text_model_output, text_attention_mask
+        )
+        image_embeds = self.run_prior(
+            text,
+            prior_num_inference_steps,
+            prior_guidance_scale,
+            generator=generator,
+            latents=prior_latents,
+            **callbacks,
+        )
+        images = self.decode(
+            image_embeds,
+            text,
+            decoder_num_inference_steps=decoder_num_inference_steps,
+            super_res_num_inference_steps=sr_steps,
+            decoder_guidance_scale=decoder_guidance_scale,
+            generator=generator,
+            decoder_latents=decoder_latents,
+            super_res_latents=super_res_latents,
+            output_type=output_type,
+            **callbacks,
+        )
+        if not return_dict:
+            return (images,)
+        return UnCLIPPipelineOutput(images=images, image_embeds=image_embeds)

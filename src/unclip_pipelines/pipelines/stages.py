@@ -1,0 +1,346 @@
+"""
+The stages of unCLIP, written once and mixed into every pipeline that runs them.
+
+CLIP text encoding -> prior (text -> CLIP image embedding) -> decoder (image embedding [+ caption] -> 64 px image)
+-> super-resolution cascade (x4 per stage). The mixins only read pipeline components by their Karlo names
+(``prior``, ``prior_scheduler``, ``decoder``, ``text_proj``, ``decoder_scheduler``, ``super_res_first``, ...), so a
+pipeline made of any subset of them can run the stages it has.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import logging
+
+from .denoising import denoise, guide, prepare_latents
+from .validation import check_callback_inputs, check_guidance, check_output_type, check_steps
+
+logger = logging.get_logger(__name__)
+
+#: component names of each super-resolution stage: (model for all steps but the last, model for the last step).
+#: The first pair is Karlo's; the "last" model is optional in every stage.
+SUPER_RES_STAGES = (
+    ("super_res_first", "super_res_last"),
+    ("super_res_2_first", "super_res_2_last"),
+    ("super_res_3_first", "super_res_3_last"),
+)
+SUPER_RES_COMPONENTS = [name for pair in SUPER_RES_STAGES for name in pair] + ["super_res_scheduler"]
+
+
+@dataclass
+class TextConditioning:
+    """CLIP text encoding of a batch; under guidance the unconditional rows come first (``[uncond, cond]``)."""
+
+    embeds: torch.Tensor
+    hidden_states: torch.Tensor
+    mask: torch.Tensor
+    guided: bool
+
+    def conditional(self) -> TextConditioning:
+        """The conditional half only (for a stage that runs without guidance)."""
+        if not self.guided:
+            return self
+        half = self.embeds.shape[0] // 2
+        return TextConditioning(self.embeds[half:], self.hidden_states[half:], self.mask[half:], guided=False)
+
+
+class TextEncodingMixin:
+    """Encodes prompts with the pipeline's CLIP ``tokenizer`` and ``text_encoder``."""
+
+    def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        max_length = self.tokenizer.model_max_length
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        )
+        full = self.tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
+        if full.shape[-1] > max_length:
+            removed = self.tokenizer.batch_decode(full[:, max_length - 1 : -1])
+            logger.warning(
+                f"Prompts longer than CLIP's {max_length} tokens were truncated; this part was dropped: {removed}. "
+                "Shorten the prompt to keep it."
+            )
+        return tokens.input_ids, tokens.attention_mask.bool()
+
+    def _run_text_encoder(self, prompts: list[str], device: torch.device):
+        input_ids, mask = self._tokenize(prompts)
+        output = self.text_encoder(input_ids.to(device))
+        return output.text_embeds, output.last_hidden_state, mask.to(device)
+
+    def encode_prompt(
+        self,
+        prompt: list[str] | None,
+        device: torch.device,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: list[str] | None = None,
+        text_model_output=None,
+        text_attention_mask: torch.Tensor | None = None,
+    ) -> TextConditioning:
+        """
+        Encode ``prompt`` (or take precomputed ``text_model_output = (text_embeds, last_hidden_state)`` with its
+        ``text_attention_mask``), repeated ``num_images_per_prompt`` times. Under guidance the unconditional rows
+        encode ``negative_prompt`` (default: the empty caption, as Karlo was trained).
+        """
+        if text_model_output is None:
+            embeds, hidden, mask = self._run_text_encoder(prompt, device)
+        else:
+            embeds, hidden = text_model_output[0], text_model_output[1]
+            if text_attention_mask is None:
+                raise ValueError("`text_attention_mask` is required with `text_model_output`.")
+            mask = text_attention_mask.to(device=device, dtype=torch.bool)
+        batch_size = embeds.shape[0]
+        embeds, hidden, mask = (x.repeat_interleave(num_images_per_prompt, dim=0) for x in (embeds, hidden, mask))
+        if not do_classifier_free_guidance:
+            return TextConditioning(embeds, hidden, mask, guided=False)
+
+        uncond_prompts = negative_prompt if negative_prompt is not None else [""] * batch_size
+        u_embeds, u_hidden, u_mask = self._run_text_encoder(uncond_prompts, device)
+        u_embeds, u_hidden, u_mask = (x.repeat_interleave(num_images_per_prompt, dim=0) for x in (u_embeds, u_hidden, u_mask))
+        return TextConditioning(
+            torch.cat([u_embeds, embeds]), torch.cat([u_hidden, hidden]), torch.cat([u_mask, mask]), guided=True
+        )
+
+
+class PriorStageMixin:
+    """Samples CLIP image embeddings with the diffusion ``prior`` and ``prior_scheduler``."""
+
+    def run_prior(
+        self,
+        text: TextConditioning,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator=None,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
+    ) -> torch.Tensor:
+        """Returns ``(B, embedding_dim)`` image embeddings in CLIP space (``clip_mean``/``clip_std`` undone)."""
+        guided = guidance_scale > 1.0 and text.guided
+        text = text if guided else text.conditional()
+        batch_size = text.embeds.shape[0] // (2 if guided else 1)
+        latents = prepare_latents(
+            (batch_size, self.prior.config.embedding_dim),
+            text.embeds.dtype,
+            text.embeds.device,
+            generator,
+            latents,
+            self.prior_scheduler,
+            "prior_latents",
+        )
+
+        def predict(i, t, model_input):
+            model_input = torch.cat([model_input] * 2) if guided else model_input
+            prediction = self.prior(
+                model_input,
+                timestep=t,
+                proj_embedding=text.embeds,
+                encoder_hidden_states=text.hidden_states,
+                attention_mask=text.mask,
+            ).predicted_image_embedding
+            return guide(prediction, guidance_scale) if guided else prediction
+
+        latents = denoise(
+            self,
+            stage="prior",
+            scheduler=self.prior_scheduler,
+            latents=latents,
+            num_inference_steps=num_inference_steps,
+            predict=predict,
+            generator=generator,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        return self.prior.post_process_latents(latents)
+
+
+class DecoderStageMixin:
+    """Decodes image embeddings with ``text_proj`` + ``decoder`` and upsamples through the super-resolution cascade."""
+
+    @property
+    def super_res_stages(self) -> list[tuple[torch.nn.Module, torch.nn.Module | None]]:
+        """The cascade's stages present in this pipeline, in order, as ``(model, last_step_model_or_None)``."""
+        stages = []
+        for first_name, last_name in SUPER_RES_STAGES:
+            first = getattr(self, first_name, None)
+            if first is None:
+                break
+            stages.append((first, getattr(self, last_name, None)))
+        return stages
+
+    @property
+    def decoder_sample_size(self) -> tuple[int, int]:
+        size = self.decoder.config.sample_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def run_decoder(
+        self,
+        image_embeds: torch.Tensor,
+        text: TextConditioning,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator=None,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
+        **step_extra,
+    ) -> torch.Tensor:
+        """Returns the decoder's images in [-1, 1], ``(B, C, H, W)`` at the decoder's resolution."""
+        guided = guidance_scale > 1.0 and text.guided
+        text = text if guided else text.conditional()
+        context, time_embeds = self.text_proj(
+            image_embeddings=image_embeds,
+            prompt_embeds=text.embeds,
+            text_encoder_hidden_states=text.hidden_states,
+            do_classifier_free_guidance=guided,
+        )
+        mask = F.pad(text.mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
+        channels = self.decoder.config.in_channels
+        latents = prepare_latents(
+            (image_embeds.shape[0], channels, *self.decoder_sample_size),
+            context.dtype,
+            context.device,
+            generator,
+            latents,
+            self.decoder_scheduler,
+            "decoder_latents",
+        )
+
+        def predict(i, t, model_input):
+            model_input = torch.cat([model_input] * 2) if guided else model_input
+            output = self.decoder(
+                sample=model_input,
+                timestep=t,
+                encoder_hidden_states=context,
+                class_labels=time_embeds,
+                attention_mask=mask,
+            ).sample
+            return guide(output, guidance_scale, channels=channels) if guided else output
+
+        latents = denoise(
+            self,
+            stage="decoder",
+            scheduler=self.decoder_scheduler,
+            latents=latents,
+            num_inference_steps=num_inference_steps,
+            predict=predict,
+            generator=generator,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            **step_extra,
+        )
+        return latents.clamp(-1, 1)
+
+    def run_super_res(
+        self,
+        image: torch.Tensor,
+        num_inference_steps: list[int],
+        generator=None,
+        latents: list[torch.Tensor | None] | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
+    ) -> torch.Tensor:
+        """Upsamples ``image`` (in [-1, 1]) through every stage of the cascade; no guidance, as in Karlo."""
+        for index, (first, last) in enumerate(self.super_res_stages):
+            size = first.config.sample_size or 4 * image.shape[-1]
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            upscaled = _upscale(image, size)
+            stage_latents = prepare_latents(
+                (image.shape[0], first.config.in_channels - image.shape[1], *size),
+                image.dtype,
+                image.device,
+                generator,
+                latents[index] if latents else None,
+                self.super_res_scheduler,
+                f"super_res_latents[{index}]" if index else "super_res_latents",
+            )
+            steps = num_inference_steps[index]
+
+            def predict(i, t, model_input, first=first, last=last, upscaled=upscaled, steps=steps):
+                unet = last if (last is not None and i == len(self.super_res_scheduler.timesteps) - 1) else first
+                return unet(sample=torch.cat([model_input, upscaled], dim=1), timestep=t).sample
+
+            image = denoise(
+                self,
+                stage=f"super_res_{index + 1}",
+                scheduler=self.super_res_scheduler,
+                latents=stage_latents,
+                num_inference_steps=steps,
+                predict=predict,
+                generator=generator,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            )
+        return image
+
+    def check_decoder_inputs(
+        self,
+        decoder_num_inference_steps,
+        super_res_num_inference_steps,
+        decoder_guidance_scale,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+    ) -> list[int]:
+        """Check the arguments of the decoder and cascade; returns the per-stage super-resolution step counts."""
+        check_steps(decoder_num_inference_steps, "decoder_num_inference_steps")
+        sr_steps = check_steps(super_res_num_inference_steps, "super_res_num_inference_steps", len(self.super_res_stages))
+        check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
+        check_output_type(output_type)
+        check_callback_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        return sr_steps
+
+    def decode(
+        self,
+        image_embeds: torch.Tensor,
+        text: TextConditioning,
+        *,
+        decoder_num_inference_steps: int,
+        super_res_num_inference_steps: list[int],
+        decoder_guidance_scale: float,
+        generator=None,
+        decoder_latents: torch.Tensor | None = None,
+        super_res_latents=None,
+        output_type: str = "pil",
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
+        **step_extra,
+    ):
+        """Decoder, then the cascade, then post-processing: the shared tail of every unCLIP pipeline."""
+        image = self.run_decoder(
+            image_embeds,
+            text,
+            decoder_num_inference_steps,
+            decoder_guidance_scale,
+            generator=generator,
+            latents=decoder_latents,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            **step_extra,
+        )
+        if isinstance(super_res_latents, torch.Tensor):
+            super_res_latents = [super_res_latents]
+        image = self.run_super_res(
+            image,
+            super_res_num_inference_steps,
+            generator=generator,
+            latents=super_res_latents,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        self.maybe_free_model_hooks()
+        return self.postprocess(image, output_type)
+
+    def postprocess(self, image: torch.Tensor, output_type: str):
+        """[-1, 1] images -> ``pil`` / ``np`` (NHWC in [0, 1]) / ``pt`` (NCHW in [0, 1])."""
+        return VaeImageProcessor(do_resize=False).postprocess(image.float(), output_type=output_type)
+
+
+def _upscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if image.device.type == "mps":  # MPS lacks antialiased bicubic
+        return F.interpolate(image, size=size)
+    kwargs = {"antialias": True} if "antialias" in inspect.signature(F.interpolate).parameters else {}
+    return F.interpolate(image, size=size, mode="bicubic", align_corners=False, **kwargs)

@@ -1,0 +1,3 @@
+from .scheduling_unclip import UnCLIPScheduler, UnCLIPSchedulerOutput
+
+__all__ = ["UnCLIPScheduler", "UnCLIPSchedulerOutput"]

@@ -1,0 +1,55 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unclip_pipelines.cli import main
+
+STEPS = ["--prior-steps", "2", "--decoder-steps", "2", "--super-res-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    assert main(["create-tiny-model", str(folder)]) == 0
+    return str(folder)
+
+
+def test_generate_one_prompt(tiny_model, tmp_path):
+    out = tmp_path / "out.png"
+    assert main(["generate", "a red circle", "--model", tiny_model, "--seed", "3", "--output", str(out), *STEPS]) == 0
+    image = Image.open(out)
+    assert image.size == (128, 128)
+    again = tmp_path / "again.png"
+    main(["generate", "a red circle", "--model", tiny_model, "--seed", "3", "--output", str(again), *STEPS])
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(again)))
+
+
+def test_generate_several_images_and_a_scheduler(tiny_model, tmp_path):
+    out = tmp_path / "img.png"
+    args = ["generate", "horse", "--model", tiny_model, "--num-images", "2", "--scheduler", "dpm", "--output", str(out)]
+    assert main(args + STEPS) == 0
+    assert sorted(os.listdir(tmp_path)) == ["img_0.png", "img_1.png"]
+
+
+def test_generate_from_a_prompts_file(tiny_model, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\nhorse\n")
+    out = tmp_path / "images"
+    args = ["generate", "--prompts-file", str(prompts), "--output-dir", str(out), "--model", tiny_model]
+    assert main(args + ["--num-images", "2"] + STEPS) == 0
+    assert sorted(os.listdir(out)) == ["0000_0.png", "0000_1.png", "0001_0.png", "0001_1.png"]
+
+
+def test_bad_cli_input(tiny_model, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="not both"):
+        main(["generate", "horse", "--prompts-file", "x.txt", "--model", tiny_model])
+    with pytest.raises(SystemExit, match="--output-dir"):
+        main(["generate", "--prompts-file", "x.txt", "--model", tiny_model])
+    assert main(["generate", "horse", "--model", tiny_model, "--decoder-steps", "0"]) == 2
+    assert "decoder_num_inference_steps" in capsys.readouterr().err
+    missing = tmp_path / "nothing"
+    missing.mkdir()
+    assert main(["generate", "horse", "--model", str(missing)]) == 2
+    assert "model_index.json" in capsys.readouterr().err
