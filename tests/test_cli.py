@@ -53,3 +53,19 @@ def test_bad_cli_input(tiny_model, tmp_path, capsys):
     missing.mkdir()
     assert main(["generate", "horse", "--model", str(missing)]) == 2
     assert "model_index.json" in capsys.readouterr().err
+
+
+def test_evaluate_writes_json_and_markdown(tiny_model, tmp_path, capsys):
+    import json
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square above a green triangle\n")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", tiny_model, "--prompts-file", str(prompts), "--images-per-prompt", "2"]
+    assert main(args + ["--output-dir", str(out), "--batch-size", "4"] + STEPS) == 0
+    report = json.load(open(out / "evaluation.json"))
+    assert report["num_images"] == 4
+    assert report["categories"]["single"]["total"] == 2 and report["categories"]["pair"]["total"] == 2
+    assert report["attributes"]["relation"]["total"] == 2
+    assert "| category | accuracy |" in (out / "evaluation.md").read_text()
+    assert "| attribute | accuracy |" in capsys.readouterr().out

@@ -53,6 +53,16 @@ def load_pipeline(model: str | None, scheduler: str = "unclip", device: str | No
     return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="pipeline folder or Hub repo id (default: the embedded model)")
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="unclip", help="sampler for every stage")
+    parser.add_argument("--prior-steps", type=int)
+    parser.add_argument("--decoder-steps", type=int)
+    parser.add_argument("--super-res-steps", type=int)
+    parser.add_argument("--prior-guidance-scale", type=float)
+    parser.add_argument("--decoder-guidance-scale", type=float)
+
+
 def _generate_kwargs(args) -> dict:
     kwargs = {
         "prior_num_inference_steps": args.prior_steps,
@@ -60,7 +70,7 @@ def _generate_kwargs(args) -> dict:
         "super_res_num_inference_steps": args.super_res_steps,
         "prior_guidance_scale": args.prior_guidance_scale,
         "decoder_guidance_scale": args.decoder_guidance_scale,
-        "num_images_per_prompt": args.num_images,
+        "num_images_per_prompt": getattr(args, "num_images", None),
     }
     return {key: value for key, value in kwargs.items() if value is not None}
 
@@ -102,6 +112,35 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .shapes import sample_eval_prompts
+    from .shapes.benchmark import run_evaluation
+
+    if args.prompts_file:
+        with open(args.prompts_file, encoding="utf-8") as handle:
+            prompts = [line.strip() for line in handle if line.strip()]
+    else:
+        prompts = sample_eval_prompts(args.num_prompts, seed=args.prompt_seed)
+    pipe = load_pipeline(args.model, args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = _generate_kwargs(args)
+    kwargs.pop("num_images_per_prompt", None)
+    report = run_evaluation(
+        pipe,
+        prompts,
+        images_per_prompt=args.images_per_prompt,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        output_dir=args.output_dir,
+        save_images=args.save_images,
+        conditioning=args.conditioning,
+        **kwargs,
+    )
+    print(report.to_markdown())
+    print(f"wrote {args.output_dir}/evaluation.json and evaluation.md")
+    return 0
+
+
 def cmd_create_tiny_model(args) -> int:
     from .pipelines import UnCLIPImageVariationPipeline, UnCLIPPipeline
     from .tiny import tiny_unclip_components
@@ -121,17 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", nargs="?", help="the prompt")
     gen.add_argument("--prompts-file", help="a file with one prompt a line (instead of PROMPT)")
     gen.add_argument("--output-dir", help="folder for --prompts-file images, named NNNN_K.png")
-    gen.add_argument("--model", help="pipeline folder or Hub repo id (default: the embedded model)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (prompt i of a file uses seed + i)")
     gen.add_argument("--num-images", type=int, default=1, help="images per prompt")
     gen.add_argument("--output", default="unclip.png", help="output file for PROMPT (K > 1 adds _K)")
-    gen.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="unclip", help="sampler for every stage")
-    gen.add_argument("--prior-steps", type=int)
-    gen.add_argument("--decoder-steps", type=int)
-    gen.add_argument("--super-res-steps", type=int)
-    gen.add_argument("--prior-guidance-scale", type=float)
-    gen.add_argument("--decoder-guidance-scale", type=float)
+    _add_sampling_flags(gen)
     gen.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser("evaluate", help="score a model on Shapes World prompts with the judge")
+    ev.add_argument("--prompts-file", help="one prompt a line (default: --num-prompts sampled from the grammar)")
+    ev.add_argument("--num-prompts", type=int, default=200)
+    ev.add_argument("--prompt-seed", type=int, default=0, help="seed of the sampled prompt set")
+    ev.add_argument("--images-per-prompt", type=int, default=4)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the images (per-image generators)")
+    ev.add_argument("--batch-size", type=int, default=16, help="images generated per pipeline call")
+    ev.add_argument("--output-dir", default="evaluation", help="writes evaluation.json and evaluation.md here")
+    ev.add_argument("--save-images", action="store_true")
+    ev.add_argument(
+        "--conditioning",
+        choices=["prior", "text_embedding", "caption_only"],
+        default="prior",
+        help="the decoder's image embedding: the prior's sample, the text embedding, or none (paper §5.1)",
+    )
+    _add_sampling_flags(ev)
+    ev.set_defaults(func=cmd_evaluate)
 
     tiny = sub.add_parser("create-tiny-model", help="write a tiny random pipeline (for smoke tests only)")
     tiny.add_argument("output_dir")

@@ -23,6 +23,10 @@ from .validation import (
 )
 
 
+#: what the decoder can be given as image embedding (paper §5.1, "importance of the prior")
+CONDITIONING_MODES = ("prior", "text_embedding", "caption_only")
+
+
 class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, DecoderStageMixin):
     r"""
     Text-to-image generation with unCLIP (DALL·E 2, arXiv 2204.06125), compatible with Kakao Brain's Karlo folders
@@ -91,8 +95,11 @@ class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, Dec
         prior_guidance_scale,
         text_model_output,
         generator,
+        conditioning="prior",
     ) -> tuple[list[str] | None, list[str] | None, int]:
         """Validate the prompt-side arguments; returns prompts, negative prompts and the number of prompts."""
+        if conditioning not in CONDITIONING_MODES:
+            raise ValueError(f"`conditioning` must be one of {CONDITIONING_MODES}, got {conditioning!r}.")
         prompts = check_prompt(prompt, allow_none=text_model_output is not None)
         if prompts is not None and text_model_output is not None:
             raise ValueError("Pass either `prompt` or `text_model_output`, not both.")
@@ -102,6 +109,15 @@ class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, Dec
         check_guidance(prior_guidance_scale, "prior_guidance_scale")
         check_generator(generator, batch * num_images_per_prompt)
         return prompts, check_negative_prompt(negative_prompt, batch), batch
+
+    def image_embeddings_for(self, conditioning: str, text, num_inference_steps, guidance_scale, **prior_kwargs):
+        """The decoder's image embeddings under one of the ``conditioning`` modes of :meth:`__call__`."""
+        if conditioning == "prior":
+            return self.run_prior(text, num_inference_steps, guidance_scale, **prior_kwargs)
+        conditional = text.conditional()
+        if conditioning == "text_embedding":
+            return conditional.embeds
+        return self.text_proj.null_image_embeddings(conditional.embeds.shape[0]).to(conditional.embeds.dtype)
 
     @torch.no_grad()
     def __call__(
@@ -124,6 +140,7 @@ class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, Dec
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' convention)
+        conditioning: str = "prior",
     ):
         r"""
         Args:
@@ -143,6 +160,10 @@ class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, Dec
             callback_on_step_end: ``callback(pipe, step, timestep, callback_kwargs) -> dict``, called after every step
                 of every stage; ``pipe.stage`` tells which.
             callback_on_step_end_tensor_inputs: tensors passed to the callback (``latents``, ``model_output``).
+            conditioning: what the decoder gets as image embedding — ``"prior"`` (the prior's sample, default),
+                ``"text_embedding"`` (the CLIP text embedding, as if it were an image embedding) or
+                ``"caption_only"`` (no image embedding: the decoder's learned null embedding, its input when the
+                embedding was dropped in training). The paper's "importance of the prior" comparison (§5.1).
 
         Returns:
             :class:`UnCLIPPipelineOutput` with ``images`` and the prior's ``image_embeds``.
@@ -155,6 +176,7 @@ class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, Dec
             prior_guidance_scale,
             text_model_output,
             generator,
+            conditioning,
         )
         sr_steps = self.check_decoder_inputs(
             decoder_num_inference_steps,
@@ -173,7 +195,8 @@ class UnCLIPPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin, Dec
         text = self.encode_prompt(
             prompts, device, num_images_per_prompt, guided, negative, text_model_output, text_attention_mask
         )
-        image_embeds = self.run_prior(
+        image_embeds = self.image_embeddings_for(
+            conditioning,
             text,
             prior_num_inference_steps,
             prior_guidance_scale,
