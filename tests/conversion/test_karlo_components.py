@@ -1,102 +1,41 @@
-"""Tests of the Karlo → diffusers converter on tiny Karlo-format checkpoints (see karlo_tiny.py)."""
+"""
+Tests of the Karlo → diffusers converter, component by component (prior, decoder, upsampler), on tiny Karlo-format
+checkpoints (see karlo_tiny.py), and on the released sizes.
+"""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from unclip_pipelines.conversion import ConversionError
-from unclip_pipelines.conversion.karlo import (
-    KarloUNetArch,
-    convert_decoder,
-    convert_karlo_to_diffusers,
-    convert_prior,
-    convert_super_res,
-    load_clip_stats,
-    load_karlo_state_dict,
-)
-from unclip_pipelines.conversion.karlo_cli import main as cli_main
+from unclip_pipelines.conversion.karlo import KarloUNetArch, convert_decoder, convert_prior, convert_super_res
 from unclip_pipelines.models import UnCLIPTextProjModel
 
+from .karlo_fixtures import (  # noqa: F401, F811 (tiny: a pytest fixture)
+    BATCH,
+    DECODER,
+    PRIOR,
+    TIMESTEPS,
+    _assert_same_state,
+    tiny,
+)
 from .karlo_reference import decoder_forward, prior_forward, super_res_forward
 from .karlo_tiny import (
     SR_SPEC,
     DecoderSpec,
-    PriorSpec,
     UNetSpec,
     decoder_to_karlo,
     decoder_yaml,
     make_decoder,
-    make_prior,
-    make_super_res,
     prior_to_karlo,
-    prior_yaml,
-    sr_yaml,
     super_res_to_karlo,
-    write_tiny_clip,
 )
-
-PRIOR = PriorSpec()
-DECODER = DecoderSpec()
-BATCH = 2
-TIMESTEPS = torch.tensor([3, 700])
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Tiny diffusers models, their Karlo-format exports, and the files the CLI reads."""
-    root = tmp_path_factory.mktemp("karlo")
-    prior = make_prior(PRIOR)
-    decoder, text_proj = make_decoder(DECODER)
-    sr_first, sr_last = make_super_res(SR_SPEC)
-    clip_mean, clip_std = prior.clip_mean.detach()[0].clone(), prior.clip_std.detach()[0].clone()
-    ns = SimpleNamespace(
-        root=root,
-        prior=prior,
-        decoder=decoder,
-        text_proj=text_proj,
-        sr_first=sr_first,
-        sr_last=sr_last,
-        clip_mean=clip_mean,
-        clip_std=clip_std,
-        prior_sd=prior_to_karlo(prior),
-        decoder_sd=decoder_to_karlo(decoder, text_proj),
-        sr_sd=super_res_to_karlo(sr_first, sr_last),
-    )
-    ns.files = {
-        "prior": root / "prior-ckpt.ckpt",
-        "decoder": root / "decoder-ckpt.ckpt",
-        "sr": root / "improved-sr.ckpt",
-        "stats": root / "ViT-L-14_stats.th",
-        "prior_config": root / "prior.yaml",
-        "decoder_config": root / "decoder.yaml",
-        "sr_config": root / "sr.yaml",
-    }
-    # Lightning-style files: weights under "state_dict" next to plain bookkeeping
-    for name, state in (("prior", ns.prior_sd), ("decoder", ns.decoder_sd), ("sr", ns.sr_sd)):
-        torch.save({"state_dict": state, "global_step": 1000, "epoch": 3}, ns.files[name])
-    torch.save((clip_mean, clip_std), ns.files["stats"])
-    ns.files["prior_config"].write_text(prior_yaml(PRIOR))
-    ns.files["decoder_config"].write_text(decoder_yaml(DECODER))
-    ns.files["sr_config"].write_text(sr_yaml(SR_SPEC))
-    ns.text_encoder = write_tiny_clip(str(root / "clip-text"), text_ctx=PRIOR.text_ctx, clip_dim=PRIOR.clip_dim)
-    ns.image_encoder = write_tiny_clip(str(root / "clip-vision"), clip_dim=PRIOR.clip_dim, vision=True)
-    return ns
-
-
-def _assert_same_state(converted: torch.nn.Module, original: torch.nn.Module) -> None:
-    got, want = converted.state_dict(), original.state_dict()
-    assert got.keys() == want.keys()
-    unequal = [key for key in want if not torch.equal(got[key], want[key])]
-    assert not unequal, f"tensors differ after the round trip: {unequal[:10]}"
 
 
 def _public_config(model) -> dict:
@@ -299,273 +238,6 @@ def test_super_res_round_trip_is_exact_and_matches_karlo(tiny):
             )
         torch.testing.assert_close(out, ref, rtol=0, atol=0)
         torch.testing.assert_close(out, karlo, rtol=1e-4, atol=1e-4)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# whole folder
-
-
-def _cli_args(tiny, dump, *extra):
-    f = tiny.files
-    return [
-        "--prior_checkpoint_path",
-        str(f["prior"]),
-        "--decoder_checkpoint_path",
-        str(f["decoder"]),
-        "--super_res_unet_checkpoint_path",
-        str(f["sr"]),
-        "--clip_stat_path",
-        str(f["stats"]),
-        "--text_encoder_path",
-        tiny.text_encoder,
-        "--dump_path",
-        str(dump),
-        *extra,
-    ]
-
-
-def test_cli_writes_a_karlo_layout_folder_that_loads(tiny, tmp_path, capsys):
-    from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
-
-    from unclip_pipelines.models import UnCLIPTextProjModel
-    from unclip_pipelines.schedulers import UnCLIPScheduler
-
-    dump = tmp_path / "karlo-tiny"
-    f = tiny.files
-    code = cli_main(
-        _cli_args(
-            tiny,
-            dump,
-            "--prior_config",
-            str(f["prior_config"]),
-            "--decoder_config",
-            str(f["decoder_config"]),
-            "--sr_config",
-            str(f["sr_config"]),
-        )
-    )
-    summary = capsys.readouterr().out
-    assert code == 0
-    assert "prior attention heads = 4 (from the config's xf_heads)" in summary
-    assert "wrote UnCLIPPipeline (10 components" in summary
-
-    index = json.loads((dump / "model_index.json").read_text())
-    assert index["_class_name"] == "UnCLIPPipeline"
-    assert index["text_proj"][1] == "UnCLIPTextProjModel" and index["prior_scheduler"][1] == "UnCLIPScheduler"
-    assert {k for k, v in index.items() if not k.startswith("_") and v[0] is not None} == {
-        "prior",
-        "decoder",
-        "text_encoder",
-        "tokenizer",
-        "text_proj",
-        "super_res_first",
-        "super_res_last",
-        "prior_scheduler",
-        "decoder_scheduler",
-        "super_res_scheduler",
-    }
-    for name in ("prior", "decoder", "text_proj", "super_res_first", "super_res_last"):
-        assert (dump / name / "diffusion_pytorch_model.safetensors").is_file(), name
-    assert not list(dump.rglob("*.bin"))
-
-    loaded = {
-        "prior": PriorTransformer.from_pretrained(dump / "prior"),
-        "decoder": UNet2DConditionModel.from_pretrained(dump / "decoder"),
-        "text_proj": UnCLIPTextProjModel.from_pretrained(dump / "text_proj"),
-        "super_res_first": UNet2DModel.from_pretrained(dump / "super_res_first"),
-        "super_res_last": UNet2DModel.from_pretrained(dump / "super_res_last"),
-    }
-    for name, original in (
-        ("prior", tiny.prior),
-        ("decoder", tiny.decoder),
-        ("text_proj", tiny.text_proj),
-        ("super_res_first", tiny.sr_first),
-        ("super_res_last", tiny.sr_last),
-    ):
-        _assert_same_state(loaded[name], original)
-    CLIPTextModelWithProjection.from_pretrained(dump / "text_encoder")
-    tokenizer = CLIPTokenizer.from_pretrained(dump / "tokenizer")
-    assert tokenizer.pad_token == "!" and tokenizer.pad_token_id == 0
-
-    schedulers = {
-        n: UnCLIPScheduler.from_pretrained(dump / f"{n}_scheduler") for n in ("prior", "decoder", "super_res")
-    }
-    expected = {
-        "prior": ("fixed_small_log", "sample", 5.0),
-        "decoder": ("learned_range", "epsilon", 1.0),
-        "super_res": ("fixed_small_log", "epsilon", 1.0),
-    }
-    for name, scheduler in schedulers.items():
-        c = scheduler.config
-        assert (c.variance_type, c.prediction_type, c.clip_sample_range) == expected[name], name
-        assert c.clip_sample and c.num_train_timesteps == 1000 and c.beta_schedule == "squaredcos_cap_v2"
-
-    pipeline_cls = _optional_pipeline("UnCLIPPipeline")
-    if pipeline_cls is not None:
-        pipe = pipeline_cls.from_pretrained(dump)
-        out = pipe(
-            "a horse",
-            prior_num_inference_steps=2,
-            decoder_num_inference_steps=2,
-            super_res_num_inference_steps=2,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        )
-        images = out.images
-        assert images.shape == (1, 32, 32, 3) and (images >= 0).all() and (images <= 1).all()
-
-
-def _optional_pipeline(name: str):
-    try:
-        import unclip_pipelines
-    except Exception:  # the pipelines are developed alongside; the folder checks above do not need them
-        return None
-    return getattr(unclip_pipelines, name, None)
-
-
-def test_image_variation_variant(tiny, tmp_path, monkeypatch):
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-    import unclip_pipelines
-
-    pushed = []
-    monkeypatch.setattr(
-        unclip_pipelines.UnCLIPImageVariationPipeline,
-        "push_to_hub",
-        lambda self, repo_id, **kwargs: pushed.append((type(self).__name__, repo_id, kwargs.get("private"))),
-    )
-    dump = tmp_path / "karlo-tiny-variations"
-    result = convert_karlo_to_diffusers(
-        push_to_hub=True,
-        hub_model_id="someone/karlo-tiny-variations",
-        private=True,
-        dump_path=dump,
-        variant="image_variation",
-        decoder_checkpoint_path=tiny.files["decoder"],
-        super_res_unet_checkpoint_path=tiny.files["sr"],
-        text_encoder_path=tiny.text_encoder,
-        image_encoder_path=tiny.image_encoder,
-        decoder_num_head_channels=DECODER.unet.head_channels,
-        decoder_image_size=DECODER.unet.image_size,
-    )
-    index = json.loads((dump / "model_index.json").read_text())
-    assert index["_class_name"] == "UnCLIPImageVariationPipeline"
-    assert "prior" not in index and "prior_scheduler" not in index
-    assert index["image_encoder"] == ["transformers", "CLIPVisionModelWithProjection"]
-    assert index["feature_extractor"][0] == "transformers"
-    CLIPVisionModelWithProjection.from_pretrained(dump / "image_encoder")
-    assert CLIPImageProcessor.from_pretrained(dump / "feature_extractor").crop_size["height"] == 32
-    summary = result.summary()
-    assert "--decoder_num_head_channels" in summary and "Karlo v1.0.alpha's settings" in summary
-    assert pushed == [("UnCLIPImageVariationPipeline", "someone/karlo-tiny-variations", True)]
-
-    pipeline_cls = _optional_pipeline("UnCLIPImageVariationPipeline")
-    if pipeline_cls is not None:
-        pipe = pipeline_cls.from_pretrained(dump)
-        image = torch.rand(1, 3, 32, 32)
-        out = pipe(
-            image=image,
-            decoder_num_inference_steps=2,
-            super_res_num_inference_steps=2,
-            generator=torch.Generator().manual_seed(0),
-            output_type="np",
-        )
-        assert out.images.shape == (1, 32, 32, 3)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# refusals
-
-
-def test_unknown_key_is_refused(tiny):
-    state = {**tiny.decoder_sd, "model.extra_head.weight": torch.zeros(3)}
-    with pytest.raises(ConversionError, match=r"(?s)1 unexpected key.*model\.extra_head\.weight"):
-        convert_decoder(state, num_head_channels=16)
-    state = {**tiny.sr_sd, "ema.model_first_steps.out.2.bias": torch.zeros(3)}
-    with pytest.raises(ConversionError, match=r"(?s)unexpected.*ema\.model_first_steps"):
-        convert_super_res(state)
-
-
-def test_missing_key_is_refused(tiny):
-    state = dict(tiny.decoder_sd)
-    del state["model.output_blocks.1.0.in_layers.2.bias"]
-    with pytest.raises(ConversionError, match=r"(?s)1 missing key.*model\.output_blocks\.1\.0\.in_layers\.2\.bias"):
-        convert_decoder(state, num_head_channels=16)
-    state = dict(tiny.decoder_sd)
-    del state["model.cf_param"]
-    with pytest.raises(ConversionError, match="clip_emb_drop > 0"):
-        convert_decoder(state, num_head_channels=16)
-    state = {k: v for k, v in tiny.prior_sd.items() if not k.startswith("model.final_ln")}
-    with pytest.raises(ConversionError, match="xf_final_ln"):
-        convert_prior(state, tiny.clip_mean, tiny.clip_std, num_heads=4)
-
-
-def test_unfilled_target_parameters_are_refused(tiny):
-    from diffusers import PriorTransformer
-
-    from unclip_pipelines.conversion.common import load_into_model
-
-    state = dict(tiny.prior.state_dict())
-    del state["transformer_blocks.0.attn1.to_k.bias"]
-    model = PriorTransformer(**{k: v for k, v in tiny.prior.config.items() if not k.startswith("_")})
-    with pytest.raises(ConversionError, match=r"(?s)diffusers side.*1 missing key.*attn1\.to_k\.bias"):
-        load_into_model(model, state, "prior")
-
-
-def test_shape_mismatch_names_the_config_value(tiny):
-    state = dict(tiny.prior_sd)
-    state["model.transformer.resblocks.1.mlp.c_fc.weight"] = torch.zeros(4 * 32, 31)
-    with pytest.raises(
-        ConversionError, match=r"(?s)c_fc\.weight: shape \(128, 31\), expected \(128, 32\).*xf_width=32"
-    ):
-        convert_prior(state, tiny.clip_mean, tiny.clip_std, num_heads=4)
-    state = dict(tiny.decoder_sd)
-    state["model.output_blocks.0.0.in_layers.2.weight"] = torch.zeros(64, 100, 3, 3)
-    with pytest.raises(ConversionError, match=r"channel_mult\[1\]=2"):
-        convert_decoder(state, num_head_channels=16)
-    with pytest.raises(ConversionError, match=r"has 15 entries but the prior's clip_dim is 16"):
-        convert_prior(tiny.prior_sd, tiny.clip_mean[:15], tiny.clip_std[:15], num_heads=4)
-
-
-def test_config_that_contradicts_the_weights_is_refused(tiny, tmp_path):
-    path = tmp_path / "prior.yaml"
-    path.write_text(prior_yaml(dataclasses.replace(PRIOR, width=64, heads=4)))
-    with pytest.raises(ConversionError, match="config says xf_width=64 but the checkpoint has 32"):
-        convert_prior(tiny.prior_sd, tiny.clip_mean, tiny.clip_std, config=str(path))
-    path = tmp_path / "decoder.yaml"
-    path.write_text(decoder_yaml(DECODER).replace("num_res_blocks: 1", "num_res_blocks: 3"))
-    with pytest.raises(ConversionError, match="num_res_blocks=3 but the checkpoint has 1"):
-        convert_decoder(tiny.decoder_sd, config=str(path))
-
-
-def test_pickle_needs_allow_pickle(tiny, tmp_path):
-    path = tmp_path / "lightning.ckpt"
-    torch.save({"state_dict": tiny.sr_sd, "hyper_parameters": argparse.Namespace(lr=1e-4)}, path)
-    with pytest.raises(ConversionError, match="--allow-pickle"):
-        load_karlo_state_dict(path)
-    with pytest.warns(UserWarning, match="arbitrary code"):
-        state = load_karlo_state_dict(path, allow_pickle=True)
-    assert state.keys() == tiny.sr_sd.keys()
-    stats = tmp_path / "stats.th"
-    torch.save((tiny.clip_mean, argparse.Namespace()), stats)
-    with pytest.raises(ConversionError, match="--allow-pickle"):
-        load_clip_stats(stats)
-
-
-def test_cli_reports_errors_and_checks_flags(tiny, tmp_path, capsys):
-    dump = tmp_path / "out"
-    assert cli_main(_cli_args(tiny, dump, "--prior_num_heads", "5")) == 1
-    assert "not divisible by 5 attention heads" in capsys.readouterr().err
-    assert not dump.exists()  # nothing written when a conversion fails
-    assert cli_main(_cli_args(tiny, dump, "--variant", "image_variation")) == 1
-    assert "does not use --prior_checkpoint_path" in capsys.readouterr().err
-    assert cli_main(_cli_args(tiny, dump, "--push_to_hub")) == 1
-    assert "--hub_model_id" in capsys.readouterr().err
-    args = _cli_args(tiny, dump)
-    index = args.index("--clip_stat_path")
-    assert cli_main(args[:index] + args[index + 2 :]) == 1
-    assert "needs --clip_stat_path" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------------------
