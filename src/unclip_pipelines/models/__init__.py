@@ -5,3 +5,8 @@ from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
 from .text_proj import UnCLIPTextProjModel
 
 __all__ = ["PriorTransformer", "UNet2DConditionModel", "UNet2DModel", "UnCLIPTextProjModel"]
+
+# native ports of lucidrains' DALLE2-pytorch networks (conversion/convert_dalle2_pytorch_to_diffusers.py)
+from .dalle2 import Dalle2PriorNetwork, Dalle2UNet  # noqa: E402
+
+__all__ += ["Dalle2PriorNetwork", "Dalle2UNet"]
