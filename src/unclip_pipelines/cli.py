@@ -63,7 +63,8 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-guidance-scale", type=float)
 
 
-def _generate_kwargs(args) -> dict:
+def _generate_kwargs(args, pipe=None) -> dict:
+    """The sampling flags given on the command line, over the model's stored ``sampling_defaults``."""
     kwargs = {
         "prior_num_inference_steps": args.prior_steps,
         "decoder_num_inference_steps": args.decoder_steps,
@@ -72,7 +73,8 @@ def _generate_kwargs(args) -> dict:
         "decoder_guidance_scale": args.decoder_guidance_scale,
         "num_images_per_prompt": getattr(args, "num_images", None),
     }
-    return {key: value for key, value in kwargs.items() if value is not None}
+    defaults = dict(getattr(pipe, "sampling_defaults", None) or {})
+    return {**defaults, **{key: value for key, value in kwargs.items() if value is not None}}
 
 
 def cmd_generate(args) -> int:
@@ -83,7 +85,7 @@ def cmd_generate(args) -> int:
     if args.prompts_file is not None and args.output_dir is None:
         raise SystemExit("--prompts-file needs --output-dir DIR for the images (named NNNN_K.png).")
     pipe = load_pipeline(args.model, args.scheduler)
-    kwargs = _generate_kwargs(args)
+    kwargs = _generate_kwargs(args, pipe)
 
     if args.prompt is not None:
         generator = torch.Generator("cpu").manual_seed(args.seed)
@@ -123,7 +125,7 @@ def cmd_evaluate(args) -> int:
         prompts = sample_eval_prompts(args.num_prompts, seed=args.prompt_seed)
     pipe = load_pipeline(args.model, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    kwargs = _generate_kwargs(args)
+    kwargs = _generate_kwargs(args, pipe)
     kwargs.pop("num_images_per_prompt", None)
     report = run_evaluation(
         pipe,

@@ -147,3 +147,19 @@ def test_push_to_hub_writes_a_model_card(pipe, monkeypatch, tmp_path):
     assert "library_name: diffusers" in card and "unclip" in card
     assert 'from_pretrained("someone/tiny-unclip")' in card and "A test model." in card
     assert "`text_proj` | `unclip.UnCLIPTextProjModel`" in card
+
+
+def test_sampling_defaults_travel_with_the_folder(pipe, tmp_path):
+    from unclip_pipelines.cli import _generate_kwargs, build_parser
+
+    pipe.save_pretrained(tmp_path / "plain")
+    assert UnCLIPPipeline.from_pretrained(tmp_path / "plain").sampling_defaults == {}
+    (tmp_path / "plain" / "sampling_defaults.json").write_text('{"decoder_num_inference_steps": 5, "decoder_guidance_scale": 3.0}')
+    loaded = UnCLIPPipeline.from_pretrained(tmp_path / "plain")
+    assert loaded.sampling_defaults == {"decoder_num_inference_steps": 5, "decoder_guidance_scale": 3.0}
+    loaded.save_pretrained(tmp_path / "again")
+    assert UnCLIPPipeline.from_pretrained(tmp_path / "again").sampling_defaults == loaded.sampling_defaults
+    # the CLI applies them, and its flags win
+    args = build_parser().parse_args(["generate", "x", "--decoder-steps", "9"])
+    kwargs = _generate_kwargs(args, loaded)
+    assert kwargs["decoder_num_inference_steps"] == 9 and kwargs["decoder_guidance_scale"] == 3.0

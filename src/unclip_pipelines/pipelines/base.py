@@ -21,7 +21,19 @@ from .model_card import write_model_card
 
 logger = logging.get_logger(__name__)
 
+#: file in a model folder holding the sampling settings its author recommends (``__call__`` keyword arguments)
+SAMPLING_DEFAULTS_FILE = "sampling_defaults.json"
+
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "variant")
+
+
+def read_sampling_defaults(folder: str) -> dict:
+    """The recommended sampling settings stored with a model (``{}`` when it has none)."""
+    path = os.path.join(folder, SAMPLING_DEFAULTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def register_karlo_library() -> None:
@@ -45,6 +57,8 @@ class UnCLIPPipelineBase(DiffusionPipeline):
     """Base of the unCLIP pipelines. Not used directly."""
 
     _callback_tensor_inputs = ["latents", "model_output"]
+    #: recommended ``__call__`` settings read from ``sampling_defaults.json`` (the CLI applies them)
+    sampling_defaults: dict = {}
     _stage: str | None = None
     _num_timesteps: int | None = None
 
@@ -66,6 +80,9 @@ class UnCLIPPipelineBase(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """``DiffusionPipeline.save_pretrained`` plus a model card (``README.md``) describing the pipeline."""
         super().save_pretrained(save_directory, *args, **kwargs)
+        if self.sampling_defaults:
+            with open(os.path.join(save_directory, SAMPLING_DEFAULTS_FILE), "w", encoding="utf-8") as handle:
+                json.dump(self.sampling_defaults, handle, indent=2)
         if not os.path.exists(os.path.join(save_directory, "README.md")):
             write_model_card(self, str(save_directory))
 
@@ -108,7 +125,9 @@ class UnCLIPPipelineBase(DiffusionPipeline):
             download_kwargs = {key: kwargs[key] for key in _DOWNLOAD_KWARGS if key in kwargs}
             folder = cls.download(folder, **download_kwargs)
         cls.check_model_folder(folder, passed=set(kwargs))
-        return super().from_pretrained(folder, **kwargs)
+        pipe = super().from_pretrained(folder, **kwargs)
+        pipe.sampling_defaults = read_sampling_defaults(folder)
+        return pipe
 
     @classmethod
     def check_model_folder(cls, folder: str, passed: set[str] = frozenset()) -> None:
