@@ -9,7 +9,7 @@ Run ``python conversion/convert_dalle2_pytorch_to_diffusers.py --help`` for the 
 
 import sys
 
-from unclip_pipelines.conversion.dalle2_cli import main
+from unclip_pipelines.conversion.dalle2.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

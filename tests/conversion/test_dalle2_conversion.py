@@ -18,8 +18,8 @@ from unclip_pipelines.conversion.dalle2 import (
     detect_beta_schedule,
     select_state_dict,
 )
-from unclip_pipelines.conversion.dalle2_cli import main as cli_main
-from unclip_pipelines.conversion.dalle2_versions import decoder_semantics, parse_version, prior_semantics
+from unclip_pipelines.conversion.dalle2.cli import main as cli_main
+from unclip_pipelines.conversion.dalle2.versions import decoder_semantics, parse_version, prior_semantics
 from unclip_pipelines.models.dalle2 import Dalle2PriorNetwork, Dalle2UNet
 from unclip_pipelines.schedulers import UnCLIPScheduler
 

@@ -3,7 +3,7 @@ Building blocks shared by the native ports of lucidrains' DALLE2-pytorch network
 
 Every block keeps the module tree (attribute names and ``nn.Sequential`` indices) of DALLE2-pytorch 1.15.6, so that a
 1.x state dict maps onto the ports almost one to one, and takes *semantic switches* for the behaviour that changed
-between releases without changing parameter names (see :mod:`unclip_pipelines.conversion.dalle2_versions` for which
+between releases without changing parameter names (see :mod:`unclip_pipelines.conversion.dalle2.versions` for which
 release did what). Only inference is ported: dropout is kept as a module for the record, and the training-time
 random condition dropping is replaced by explicit boolean masks.
 """

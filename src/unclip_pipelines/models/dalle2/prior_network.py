@@ -161,7 +161,7 @@ class Dalle2PriorNetwork(ModelMixin, ConfigMixin):
             text encodings are never given to the network (every text position is padding).
         layer_norm_type, layer_norm_stable, layer_norm_half_eps, attention_type, pb_relax_alpha, text_padding,
             null_conditioning, self_cond_layout: behaviour of the release the weights come from (see
-            :mod:`unclip_pipelines.conversion.dalle2_versions`).
+            :mod:`unclip_pipelines.conversion.dalle2.versions`).
         image_embed_scale (`float`): [``DiffusionPrior.image_embed_scale``, default ``sqrt(dim)``] the prior works
             on l2-normalised CLIP image embeddings times this; :meth:`post_process_latents` divides by it.
         final_l2norm (`bool`): [``sampling_final_clamp_l2norm``] l2-normalise the sampled embedding.

@@ -196,7 +196,7 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
 
     The config keeps DALLE2-pytorch's argument names (``channels`` is ``in_channels``, ``channels_out`` is
     ``out_channels``), plus the switches of the release the weights come from (layer norm, attention scaling, up and
-    down sampling, see :mod:`unclip_pipelines.conversion.dalle2_versions`).
+    down sampling, see :mod:`unclip_pipelines.conversion.dalle2.versions`).
     """
 
     _supports_gradient_checkpointing = False

@@ -49,7 +49,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .common import ConversionError
+from ..common import ConversionError
 
 __all__ = [
     "LATEST_VERSION",
@@ -87,7 +87,7 @@ def _check_range(version: tuple[int, int, int], what: str) -> None:
         raise ConversionError(
             f"DALLE2-pytorch {format_version(version)} is newer than the last release this converter knows "
             f"({format_version(LATEST_VERSION)}); its {what} may compute differently. Check what changed and extend "
-            "unclip_pipelines.conversion.dalle2_versions."
+            "unclip_pipelines.conversion.dalle2.versions."
         )
 
 
@@ -127,7 +127,7 @@ def prior_semantics(version) -> PriorSemantics:
         raise ConversionError(
             f"DALLE2-pytorch {format_version(v)}: the prior network of the 0.21.x / 0.22.x releases is not supported "
             "(its text padding mask was derived in three different ways within a few days, see "
-            "unclip_pipelines.conversion.dalle2_versions)."
+            "unclip_pipelines.conversion.dalle2.versions)."
         )
     functional = v < (0, 16, 0)
     if v < (0, 16, 1):
@@ -229,7 +229,7 @@ def decoder_semantics(version) -> DecoderSemantics:
     if (0, 16, 0) <= v < (1, 1, 0):
         raise ConversionError(
             f"DALLE2-pytorch {format_version(v)}: decoders of releases between 0.16.0 and 1.0.x are not supported "
-            "(supported: 0.15.x and 1.1.0 - 1.15.6, see unclip_pipelines.conversion.dalle2_versions)."
+            "(supported: 0.15.x and 1.1.0 - 1.15.6, see unclip_pipelines.conversion.dalle2.versions)."
         )
     if v < (0, 16, 0):
         return DecoderSemantics(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import ConversionError
-from .dalle2 import WEIGHT_CHOICES, convert_dalle2_to_diffusers
+from ..common import ConversionError
+from .checkpoints import WEIGHT_CHOICES
+from .pipeline import convert_dalle2_to_diffusers
 
 EXAMPLE = """\
 examples (LAION's laion/DALLE2-PyTorch files):
