@@ -1,5 +1,7 @@
 """unCLIP (DALL·E 2, arXiv 2204.06125) for Hugging Face diffusers: pipelines, schedulers, models, training."""
 
+import os as _os
+
 from .models import UnCLIPTextProjModel
 from .pipelines import (
     UnCLIPDecoderPipeline,
@@ -13,7 +15,12 @@ from .schedulers import UnCLIPScheduler, UnCLIPSchedulerOutput
 
 __version__ = "0.1.0"
 
+#: The embedded default model: an unCLIP stack trained on the Shapes World by ``training/train_shapes_world.py``,
+#: shipped inside the package (diffusers folder; loads with UnCLIPPipeline and UnCLIPImageVariationPipeline).
+EMBEDDED_MODEL = _os.path.join(_os.path.dirname(__file__), "embedded_model")
+
 __all__ = [
+    "EMBEDDED_MODEL",
     "UnCLIPDecoderPipeline",
     "UnCLIPImageVariationPipeline",
     "UnCLIPPipeline",
