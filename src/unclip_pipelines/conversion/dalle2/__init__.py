@@ -13,7 +13,7 @@ Inputs: ``DiffusionPriorTrainer`` / ``DecoderTrainer`` checkpoints (``model`` / 
 trackers' model-only files (``{config, model, version}``) and bare state dicts. Sizes are read from tensor shapes;
 values no shape reveals come from the training config (``--config``, or the one embedded in the file), else
 DALLE2-pytorch's defaults, and the summary says which. Every key must be consumed and every parameter filled,
-otherwise :class:`~unclip_pipelines.conversion.common.ConversionError` lists the keys (never ``strict=False``).
+otherwise :class:`~unclip_pipelines.conversion.common.ConversionError` lists the keys (loading is never non-strict).
 
 Modules: :mod:`.versions` (what each release computes), :mod:`.checkpoints` (loading the files, picking the EMA or
 online weights), :mod:`.config` (training configs, the source release, resolving values), :mod:`.schedulers` (noise
