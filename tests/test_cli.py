@@ -69,3 +69,33 @@ def test_evaluate_writes_json_and_markdown(tiny_model, tmp_path, capsys):
     assert report["attributes"]["relation"]["total"] == 2
     assert "| category | accuracy |" in (out / "evaluation.md").read_text()
     assert "| attribute | accuracy |" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_variation_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_variation")
+    assert main(["create-tiny-model", str(folder), "--image-variation"]) == 0
+    return str(folder)
+
+
+def test_probe_pca_writes_the_grid_and_reuses_a_saved_pca(tiny_variation_model, tmp_path, capsys):
+    from unclip_pipelines import UnCLIPImageVariationPipeline, UnCLIPPCA
+
+    common = ["probe-pca", "--model", tiny_variation_model, "--num-scenes", "2", "--ks", "0", "3",
+              "--decoder-steps", "2", "--seed", "3"]
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(common + ["--fit-scenes", "6", "--save-pca", str(tmp_path / "pca"), "--output", str(first)]) == 0
+    assert "fitted a 5-component PCA on 6" in capsys.readouterr().out
+    pca = UnCLIPPCA.from_pretrained(str(tmp_path / "pca"))
+    assert pca.num_components == 5 and (tmp_path / "pca" / "diffusion_pytorch_model.safetensors").is_file()
+
+    size = UnCLIPImageVariationPipeline.from_pretrained(tiny_variation_model).output_sizes[-1]
+    grid = Image.open(first)
+    assert grid.size == (3 * size[1], 2 * size[0])  # source + 2 values of k, 2 rows
+
+    assert main(common + ["--pca", str(tmp_path / "pca"), "--output", str(second)]) == 0
+    assert np.array_equal(np.asarray(grid), np.asarray(Image.open(second)))  # same PCA, same x_T: same grid
+
+    # a k beyond the PCA's components is refused, naming the range
+    assert main(common + ["--pca", str(tmp_path / "pca"), "--ks", "6", "--output", str(second)]) == 2
+    assert "[0, 5]" in capsys.readouterr().err

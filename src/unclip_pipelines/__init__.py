@@ -2,16 +2,20 @@
 
 import os as _os
 
+from .manipulations import UnCLIPPCA, normalize, slerp
 from .models import UnCLIPTextProjModel
 from .pipelines import (
     UnCLIPDecoderPipeline,
     UnCLIPImageVariationPipeline,
+    UnCLIPInpaintPipeline,
+    UnCLIPInversion,
     UnCLIPPipeline,
     UnCLIPPipelineOutput,
     UnCLIPPriorPipeline,
     UnCLIPPriorPipelineOutput,
+    probe_pca_grid,
 )
-from .schedulers import UnCLIPScheduler, UnCLIPSchedulerOutput
+from .schedulers import UnCLIPInverseScheduler, UnCLIPScheduler, UnCLIPSchedulerOutput
 
 __version__ = "0.1.0"
 
@@ -23,6 +27,10 @@ __all__ = [
     "EMBEDDED_MODEL",
     "UnCLIPDecoderPipeline",
     "UnCLIPImageVariationPipeline",
+    "UnCLIPInpaintPipeline",
+    "UnCLIPInverseScheduler",
+    "UnCLIPInversion",
+    "UnCLIPPCA",
     "UnCLIPPipeline",
     "UnCLIPPipelineOutput",
     "UnCLIPPriorPipeline",
@@ -30,4 +38,7 @@ __all__ = [
     "UnCLIPScheduler",
     "UnCLIPSchedulerOutput",
     "UnCLIPTextProjModel",
+    "normalize",
+    "probe_pca_grid",
+    "slerp",
 ]

@@ -1,4 +1,4 @@
-"""The ``unclip`` command line: generate images, and make a tiny random model for smoke runs."""
+"""The ``unclip`` command line: generate, evaluate on the Shapes World, probe the CLIP latent, make a tiny model."""
 
 from __future__ import annotations
 
@@ -143,6 +143,61 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _probe_images(args) -> list:
+    """The images of ``unclip probe-pca``: files, or Shapes World renders."""
+    from PIL import Image
+
+    if args.images:
+        return [Image.open(path).convert("RGB") for path in args.images]
+    import numpy as np
+
+    from .shapes import render_scene, sample_scene
+
+    rng = np.random.default_rng(args.seed)
+    return [render_scene(sample_scene(rng, mode="eval")) for _ in range(args.num_scenes)]
+
+
+def cmd_probe_pca(args) -> int:
+    import numpy as np
+    import torch
+
+    from .manipulations import UnCLIPPCA
+    from .pipelines import UnCLIPImageVariationPipeline, probe_pca_grid
+    from .shapes import render_scene, sample_scene
+
+    model = args.model or default_model()
+    if model is None:
+        raise SystemExit("No model given and no embedded model is installed: pass --model DIR_OR_REPO.")
+    pipe = UnCLIPImageVariationPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    if args.pca:
+        pca = UnCLIPPCA.from_pretrained(args.pca)
+    elif os.path.isfile(os.path.join(model, "pca", "config.json")):
+        pca = UnCLIPPCA.from_pretrained(model, subfolder="pca")
+        print(f"using the PCA saved with the model ({model}/pca)")
+    else:
+        rng = np.random.default_rng(args.seed + 1)
+        fit_images = [render_scene(sample_scene(rng)) for _ in range(args.fit_scenes)]
+        with torch.no_grad():
+            embeds = torch.cat([pipe.encode_image(fit_images[i : i + 64]) for i in range(0, len(fit_images), 64)])
+        pca = UnCLIPPCA.fit(embeds)
+        print(f"fitted a {pca.num_components}-component PCA on {len(fit_images)} Shapes World renders")
+    if args.save_pca:
+        pca.save_pretrained(args.save_pca)
+        print(f"saved the PCA to {args.save_pca} (load it with UnCLIPPCA.from_pretrained)")
+    settings = {k: v for k, v in getattr(pipe, "sampling_defaults", {}).items() if not k.startswith("prior")}
+    if args.decoder_steps is not None:
+        settings["decoder_num_inference_steps"] = args.decoder_steps
+    if args.decoder_guidance_scale is not None:
+        settings["decoder_guidance_scale"] = args.decoder_guidance_scale
+    grid = probe_pca_grid(
+        pipe, _probe_images(args), args.ks, pca, generator=torch.Generator().manual_seed(args.seed), **settings
+    )
+    grid.save(args.output)
+    print(f"wrote {args.output}: rows = images, columns = source then k = {', '.join(map(str, args.ks))}")
+    return 0
+
+
 def cmd_create_tiny_model(args) -> int:
     from .pipelines import UnCLIPImageVariationPipeline, UnCLIPPipeline
     from .tiny import tiny_unclip_components
@@ -185,6 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sampling_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    probe = sub.add_parser("probe-pca", help="decode PCA reconstructions of CLIP image embeddings (paper §4, Fig. 7)")
+    probe.add_argument("--model", help="pipeline folder with a CLIP image encoder (default: the embedded model)")
+    probe.add_argument("--images", nargs="+", help="image files, one row each (default: Shapes World renders)")
+    probe.add_argument("--num-scenes", type=int, default=4, help="rows of renders when no --images are given")
+    probe.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="components kept per column")
+    probe.add_argument("--pca", help="a saved UnCLIPPCA folder (default: MODEL/pca, else fitted on renders)")
+    probe.add_argument("--fit-scenes", type=int, default=1024, help="renders to fit the PCA on when none is saved")
+    probe.add_argument("--save-pca", help="save the PCA used here (safetensors)")
+    probe.add_argument("--decoder-steps", type=int)
+    probe.add_argument("--decoder-guidance-scale", type=float)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--output", default="pca_probe.png")
+    probe.set_defaults(func=cmd_probe_pca)
 
     tiny = sub.add_parser("create-tiny-model", help="write a tiny random pipeline (for smoke tests only)")
     tiny.add_argument("output_dir")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from ..schedulers.scheduling_unclip import UnCLIPScheduler
 
 LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
 
@@ -24,6 +27,34 @@ def step_kwargs(scheduler, generator: torch.Generator | list[torch.Generator] | 
     accepted = set(inspect.signature(scheduler.step).parameters)
     kwargs = {"generator": generator, **extra}
     return {key: value for key, value in kwargs.items() if key in accepted and value is not None}
+
+
+def as_unclip_scheduler(scheduler) -> UnCLIPScheduler:
+    """
+    ``scheduler`` itself if it is an :class:`UnCLIPScheduler`, else one built from its config (same noise schedule,
+    prediction type and clipping). DDIM η-sampling, DDIM inversion and RePaint run on it, so that sampling and
+    inversion share Karlo's timesteps and cumulative alphas whatever scheduler a stage was given.
+    """
+    if isinstance(scheduler, UnCLIPScheduler):
+        return scheduler
+    return UnCLIPScheduler.from_config(scheduler.config)
+
+
+class StepRefinement(Protocol):
+    """
+    Runs each step of :func:`denoise` ``passes`` times: RePaint's resampling (inpainting) and fixed-point DDIM
+    inversion are both "step, adjust, step again from an adjusted state".
+    """
+
+    passes: int
+
+    def after_step(self, stepped: torch.Tensor, timestep) -> torch.Tensor:
+        """Adjust the step's output (e.g. paste the known region); called after every pass."""
+
+    def restart(
+        self, stepped: torch.Tensor, latents: torch.Tensor, timestep
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(model_sample, step_sample)`` for the next pass: what the model sees and what ``step`` moves."""
 
 
 def prepare_latents(
@@ -61,6 +92,7 @@ def denoise(
     generator: torch.Generator | list[torch.Generator] | None,
     callback_on_step_end: Callable | None = None,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
+    refinement: StepRefinement | None = None,
     **step_extra,
 ) -> torch.Tensor:
     """
@@ -69,7 +101,8 @@ def denoise(
     ``predict(i, t, model_input)`` returns the (guided) model output for step ``i`` at timestep ``t``. When the scheduler
     does not use a learned variance, extra output channels are dropped before ``step``. ``callback_on_step_end`` is
     called as in diffusers (``callback(pipe, i, t, callback_kwargs) -> dict``); it may replace ``latents``.
-    ``pipe.stage`` names the running stage ("prior", "decoder", "super_res_1", ...).
+    ``pipe.stage`` names the running stage ("prior", "decoder", "super_res_1", ...). A ``refinement``
+    (:class:`StepRefinement`) repeats and adjusts every step (RePaint inpainting, fixed-point inversion).
     """
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     timesteps = scheduler.timesteps
@@ -78,12 +111,21 @@ def denoise(
     pipe._stage = stage
     pipe._num_timesteps = len(timesteps)
 
+    passes = refinement.passes if refinement is not None else 1
+
     for i, t in enumerate(pipe.progress_bar(timesteps)):
-        model_input = scheduler.scale_model_input(latents, t)
-        model_output = predict(i, t, model_input)
-        if not keep_variance and model_output.shape[1] != latents.shape[1] and latents.ndim == 4:
-            model_output = model_output[:, : latents.shape[1]]
-        latents = scheduler.step(model_output, t, latents, **kwargs).prev_sample
+        model_sample = step_sample = stepped = latents
+        for attempt in range(passes):
+            if attempt:
+                model_sample, step_sample = refinement.restart(stepped, latents, t)
+            model_input = scheduler.scale_model_input(model_sample, t)
+            model_output = predict(i, t, model_input)
+            if not keep_variance and model_output.shape[1] != latents.shape[1] and latents.ndim == 4:
+                model_output = model_output[:, : latents.shape[1]]
+            stepped = scheduler.step(model_output, t, step_sample, **kwargs).prev_sample
+            if refinement is not None:
+                stepped = refinement.after_step(stepped, t)
+        latents = stepped
 
         if callback_on_step_end is not None:
             local = {"latents": latents, "model_output": model_output}

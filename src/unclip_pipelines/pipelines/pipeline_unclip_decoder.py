@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
-from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..models.text_proj import UnCLIPTextProjModel
 from .base import UnCLIPPipelineBase
@@ -41,10 +41,13 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
         super_res_first, super_res_last ([`UNet2DModel`], optional): first cascade stage (``super_res_last`` runs
             only its last step, as in Karlo); ``super_res_2_*``, ``super_res_3_*`` for further x4 stages.
         super_res_scheduler (optional): scheduler of the cascade.
+        image_encoder ([`CLIPVisionModelWithProjection`], optional), feature_extractor ([`CLIPImageProcessor`],
+            optional): the CLIP image tower (unused here; accepted so that ``UnCLIPDecoderPipeline(**components)``
+            works from any unCLIP pipeline's ``components``).
     """
 
-    model_cpu_offload_seq = "text_encoder->" + DECODER_OFFLOAD_SEQ
-    _optional_components = list(SUPER_RES_COMPONENTS)
+    model_cpu_offload_seq = "text_encoder->" + DECODER_OFFLOAD_SEQ + "->image_encoder"
+    _optional_components = list(SUPER_RES_COMPONENTS) + ["image_encoder", "feature_extractor"]
 
     def __init__(
         self,
@@ -60,6 +63,8 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
         super_res_2_last: UNet2DModel | None = None,
         super_res_3_first: UNet2DModel | None = None,
         super_res_3_last: UNet2DModel | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        feature_extractor: CLIPImageProcessor | None = None,
     ):
         super().__init__()
         self.register_unclip_modules(
@@ -75,6 +80,8 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
             super_res_2_last=super_res_2_last,
             super_res_3_first=super_res_3_first,
             super_res_3_last=super_res_3_last,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
         )
         if self.super_res_stages and super_res_scheduler is None:
             raise ValueError("A super-resolution stage needs `super_res_scheduler`.")
@@ -111,6 +118,8 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' convention)
+        decoder_eta: float | None = None,
+        super_res_eta: float | None = None,
     ):
         r"""
         Args:
@@ -126,6 +135,9 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
             output_type: ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict: return :class:`UnCLIPPipelineOutput` rather than a tuple.
             callback_on_step_end, callback_on_step_end_tensor_inputs: as in diffusers; ``pipe.stage`` tells the stage.
+            decoder_eta, super_res_eta: ``None`` (default) samples the stage with its scheduler; a number in [0, 1]
+                samples it with DDIM at that η on the stage's noise schedule and Karlo's timesteps (η = 0:
+                deterministic, the inverse of :meth:`UnCLIPImageVariationPipeline.invert`).
         """
         prompts, negative = self.check_inputs(image_embeds, prompt, negative_prompt, num_images_per_prompt, generator)
         sr_steps = self.check_decoder_inputs(
@@ -134,6 +146,8 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
             decoder_guidance_scale,
             output_type,
             callback_on_step_end_tensor_inputs,
+            decoder_eta,
+            super_res_eta,
         )
         device = self._execution_device
         text = self.encode_prompt(prompts, device, num_images_per_prompt, decoder_guidance_scale > 1.0, negative)
@@ -151,6 +165,8 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
             output_type=output_type,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            decoder_eta=decoder_eta,
+            super_res_eta=super_res_eta,
         )
         if not return_dict:
             return (images,)

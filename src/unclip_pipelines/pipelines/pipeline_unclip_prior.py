@@ -60,8 +60,10 @@ class UnCLIPPriorPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin
         text_model_output,
         generator,
         callback_on_step_end_tensor_inputs,
+        prior_num_candidates=1,
     ) -> tuple[list[str] | None, list[str] | None, int]:
         """Validate arguments; returns the prompts, negative prompts and the number of prompts."""
+        check_positive_int(prior_num_candidates, "prior_num_candidates")
         prompts = check_prompt(prompt, allow_none=text_model_output is not None)
         if prompts is not None and text_model_output is not None:
             raise ValueError("Pass either `prompt` or `text_model_output`, not both.")
@@ -89,6 +91,7 @@ class UnCLIPPriorPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],  # noqa: B006 (diffusers' convention)
+        prior_num_candidates: int = 1,
     ):
         r"""
         Args:
@@ -106,6 +109,9 @@ class UnCLIPPriorPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin
             return_dict: return :class:`UnCLIPPriorPipelineOutput` rather than a tuple.
             callback_on_step_end: ``callback(pipe, step, timestep, callback_kwargs) -> dict`` after each step.
             callback_on_step_end_tensor_inputs: tensors passed to the callback (``latents``, ``model_output``).
+            prior_num_candidates: best-of-N (paper §2.2, N = 2): sample N embeddings per output and keep the one
+                with the highest dot product with the normalised CLIP text embedding; ``latents`` then has
+                ``prompts x num_images_per_prompt x N`` rows.
         """
         if output_type not in ("pt", "np"):
             raise ValueError(f"`output_type` must be 'pt' or 'np' for image embeddings, got {output_type!r}.")
@@ -118,6 +124,7 @@ class UnCLIPPriorPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin
             text_model_output,
             generator,
             callback_on_step_end_tensor_inputs,
+            prior_num_candidates,
         )
         device = self._execution_device
         guided = guidance_scale > 1.0
@@ -127,6 +134,7 @@ class UnCLIPPriorPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin
             generator=generator,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_candidates=prior_num_candidates,
         )
         text = self.encode_prompt(
             prompts, device, num_images_per_prompt, guided, negative, text_model_output, text_attention_mask

@@ -10,6 +10,7 @@ pipeline made of any subset of them can run the stages it has.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +18,9 @@ import torch.nn.functional as F
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import logging
 
-from .denoising import denoise, guide, prepare_latents
-from .validation import check_callback_inputs, check_guidance, check_output_type, check_steps
+from ..manipulations import best_of_candidates
+from .denoising import as_unclip_scheduler, denoise, guide, prepare_latents
+from .validation import check_callback_inputs, check_eta, check_guidance, check_output_type, check_steps
 
 logger = logging.get_logger(__name__)
 
@@ -47,6 +49,13 @@ class TextConditioning:
             return self
         half = self.embeds.shape[0] // 2
         return TextConditioning(self.embeds[half:], self.hidden_states[half:], self.mask[half:], guided=False)
+
+    def repeat(self, times: int) -> TextConditioning:
+        """Every row repeated ``times`` times in place (the ``[uncond, cond]`` layout is kept)."""
+        if times == 1:
+            return self
+        embeds, hidden, mask = (x.repeat_interleave(times, dim=0) for x in (self.embeds, self.hidden_states, self.mask))
+        return TextConditioning(embeds, hidden, mask, guided=self.guided)
 
 
 class TextEncodingMixin:
@@ -118,8 +127,20 @@ class PriorStageMixin:
         latents: torch.Tensor | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs=None,
+        num_candidates: int = 1,
     ) -> torch.Tensor:
-        """Returns ``(B, embedding_dim)`` image embeddings in CLIP space (``clip_mean``/``clip_std`` undone)."""
+        """
+        Returns ``(B, embedding_dim)`` image embeddings in CLIP space (``clip_mean``/``clip_std`` undone).
+
+        With ``num_candidates = N > 1`` (paper §2.2: N = 2), N embeddings are sampled per row (as if
+        ``num_images_per_prompt`` were N times larger; ``latents`` then has ``B * N`` rows) and the one with the
+        highest dot product with the normalised CLIP text embedding is kept (:func:`best_of_candidates`).
+        """
+        text_embeds = text.conditional().embeds
+        if num_candidates > 1:
+            text = text.repeat(num_candidates)
+            if isinstance(generator, list):
+                generator = [g for g in generator for _ in range(num_candidates)]
         guided = guidance_scale > 1.0 and text.guided
         text = text if guided else text.conditional()
         batch_size = text.embeds.shape[0] // (2 if guided else 1)
@@ -155,7 +176,10 @@ class PriorStageMixin:
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        return self.prior.post_process_latents(latents)
+        image_embeds = self.prior.post_process_latents(latents)
+        if num_candidates > 1:
+            image_embeds = best_of_candidates(image_embeds, text_embeds, num_candidates)
+        return image_embeds
 
 
 class DecoderStageMixin:
@@ -177,19 +201,33 @@ class DecoderStageMixin:
         size = self.decoder.config.sample_size
         return (size, size) if isinstance(size, int) else tuple(size)
 
-    def run_decoder(
-        self,
-        image_embeds: torch.Tensor,
-        text: TextConditioning,
-        num_inference_steps: int,
-        guidance_scale: float,
-        generator=None,
-        latents: torch.Tensor | None = None,
-        callback_on_step_end=None,
-        callback_on_step_end_tensor_inputs=None,
-        **step_extra,
-    ) -> torch.Tensor:
-        """Returns the decoder's images in [-1, 1], ``(B, C, H, W)`` at the decoder's resolution."""
+    def super_res_size(self, first: torch.nn.Module, low_res: tuple[int, int]) -> tuple[int, int]:
+        """The resolution of the cascade stage whose main model is ``first``, above a ``low_res`` input."""
+        size = first.config.sample_size or 4 * low_res[-1]
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def output_sizes(self) -> list[tuple[int, int]]:
+        """The resolution after the decoder and after each cascade stage; the last is the pipeline's output size."""
+        sizes = [self.decoder_sample_size]
+        for first, _ in self.super_res_stages:
+            sizes.append(self.super_res_size(first, sizes[-1]))
+        return sizes
+
+    @staticmethod
+    def stage_sampler(scheduler, eta: float | None, inpainting=None):
+        """
+        The scheduler a stage samples with: its own, or, for DDIM with ``eta`` or for inpainting, the
+        :class:`UnCLIPScheduler` of the same config (the timesteps and alphas that :meth:`invert` uses).
+        """
+        if scheduler is None or (eta is None and inpainting is None):
+            return scheduler
+        return as_unclip_scheduler(scheduler)
+
+    def decoder_predictor(
+        self, image_embeds: torch.Tensor, text: TextConditioning, guidance_scale: float
+    ) -> tuple[Callable, torch.Tensor]:
+        """``(predict(i, t, model_input), context)``: the decoder's (guided) model output for :func:`denoise`."""
         guided = guidance_scale > 1.0 and text.guided
         text = text if guided else text.conditional()
         context, time_embeds = self.text_proj(
@@ -200,15 +238,6 @@ class DecoderStageMixin:
         )
         mask = F.pad(text.mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
         channels = self.decoder.config.in_channels
-        latents = prepare_latents(
-            (image_embeds.shape[0], channels, *self.decoder_sample_size),
-            context.dtype,
-            context.device,
-            generator,
-            latents,
-            self.decoder_scheduler,
-            "decoder_latents",
-        )
 
         def predict(i, t, model_input):
             model_input = torch.cat([model_input] * 2) if guided else model_input
@@ -221,19 +250,62 @@ class DecoderStageMixin:
             ).sample
             return guide(output, guidance_scale, channels=channels) if guided else output
 
+        return predict, context
+
+    def run_decoder(
+        self,
+        image_embeds: torch.Tensor,
+        text: TextConditioning,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator=None,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=None,
+        eta: float | None = None,
+        inpainting=None,
+        **step_extra,
+    ) -> torch.Tensor:
+        """
+        Returns the decoder's images in [-1, 1], ``(B, C, H, W)`` at the decoder's resolution. With ``eta``, samples
+        with DDIM at that η; with ``inpainting`` (an :class:`InpaintingRegion`), RePaint-style inpainting.
+        """
+        predict, context = self.decoder_predictor(image_embeds, text, guidance_scale)
+        scheduler = self.stage_sampler(self.decoder_scheduler, eta, inpainting)
+        latents = prepare_latents(
+            (image_embeds.shape[0], self.decoder.config.in_channels, *self.decoder_sample_size),
+            context.dtype,
+            context.device,
+            generator,
+            latents,
+            scheduler,
+            "decoder_latents",
+        )
         latents = denoise(
             self,
             stage="decoder",
-            scheduler=self.decoder_scheduler,
+            scheduler=scheduler,
             latents=latents,
             num_inference_steps=num_inference_steps,
             predict=predict,
             generator=generator,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            refinement=inpainting.refinement(latents.shape[-2:], scheduler, generator) if inpainting else None,
+            **({"eta": eta} if eta is not None else {}),
             **step_extra,
         )
-        return latents.clamp(-1, 1)
+        image = latents.clamp(-1, 1)
+        return inpainting.paste(image) if inpainting else image
+
+    def super_res_predictor(self, first, last, upscaled: torch.Tensor, is_last_step: Callable[[int], bool]):
+        """``predict(i, t, model_input)`` of a cascade stage: ``last`` (when present) runs the final sampling step."""
+
+        def predict(i, t, model_input):
+            unet = last if (last is not None and is_last_step(i)) else first
+            return unet(sample=torch.cat([model_input, upscaled], dim=1), timestep=t).sample
+
+        return predict
 
     def run_super_res(
         self,
@@ -243,38 +315,42 @@ class DecoderStageMixin:
         latents: list[torch.Tensor | None] | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs=None,
+        eta: float | None = None,
+        inpainting=None,
     ) -> torch.Tensor:
-        """Upsamples ``image`` (in [-1, 1]) through every stage of the cascade; no guidance, as in Karlo."""
+        """
+        Upsamples ``image`` (in [-1, 1]) through every stage of the cascade; no guidance, as in Karlo. ``eta`` and
+        ``inpainting`` as in :meth:`run_decoder`, for every stage.
+        """
+        scheduler = self.stage_sampler(self.super_res_scheduler, eta, inpainting)
         for index, (first, last) in enumerate(self.super_res_stages):
-            size = first.config.sample_size or 4 * image.shape[-1]
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            upscaled = _upscale(image, size)
+            size = self.super_res_size(first, image.shape[-2:])
+            upscaled = upscale(image, size)
             stage_latents = prepare_latents(
                 (image.shape[0], first.config.in_channels - image.shape[1], *size),
                 image.dtype,
                 image.device,
                 generator,
                 latents[index] if latents else None,
-                self.super_res_scheduler,
+                scheduler,
                 f"super_res_latents[{index}]" if index else "super_res_latents",
             )
-            steps = num_inference_steps[index]
-
-            def predict(i, t, model_input, first=first, last=last, upscaled=upscaled, steps=steps):
-                unet = last if (last is not None and i == len(self.super_res_scheduler.timesteps) - 1) else first
-                return unet(sample=torch.cat([model_input, upscaled], dim=1), timestep=t).sample
-
+            is_last_step = lambda i: i == len(scheduler.timesteps) - 1  # noqa: E731
             image = denoise(
                 self,
                 stage=f"super_res_{index + 1}",
-                scheduler=self.super_res_scheduler,
+                scheduler=scheduler,
                 latents=stage_latents,
-                num_inference_steps=steps,
-                predict=predict,
+                num_inference_steps=num_inference_steps[index],
+                predict=self.super_res_predictor(first, last, upscaled, is_last_step),
                 generator=generator,
                 callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                refinement=inpainting.refinement(size, scheduler, generator) if inpainting else None,
+                **({"eta": eta} if eta is not None else {}),
             )
+            if inpainting:
+                image = inpainting.paste(image)
         return image
 
     def check_decoder_inputs(
@@ -284,8 +360,12 @@ class DecoderStageMixin:
         decoder_guidance_scale,
         output_type,
         callback_on_step_end_tensor_inputs,
+        decoder_eta=None,
+        super_res_eta=None,
     ) -> list[int]:
         """Check the arguments of the decoder and cascade; returns the per-stage super-resolution step counts."""
+        check_eta(decoder_eta, "decoder_eta")
+        check_eta(super_res_eta, "super_res_eta")
         check_steps(decoder_num_inference_steps, "decoder_num_inference_steps")
         sr_steps = check_steps(super_res_num_inference_steps, "super_res_num_inference_steps", len(self.super_res_stages))
         check_guidance(decoder_guidance_scale, "decoder_guidance_scale")
@@ -307,9 +387,15 @@ class DecoderStageMixin:
         output_type: str = "pil",
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs=None,
+        decoder_eta: float | None = None,
+        super_res_eta: float | None = None,
+        inpainting=None,
         **step_extra,
     ):
-        """Decoder, then the cascade, then post-processing: the shared tail of every unCLIP pipeline."""
+        """
+        Decoder, then the cascade, then post-processing: the shared tail of every unCLIP pipeline. ``decoder_eta`` /
+        ``super_res_eta`` switch a stage to DDIM at that η; ``inpainting`` keeps the unmasked region of an image.
+        """
         image = self.run_decoder(
             image_embeds,
             text,
@@ -319,6 +405,8 @@ class DecoderStageMixin:
             latents=decoder_latents,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            eta=decoder_eta,
+            inpainting=inpainting,
             **step_extra,
         )
         if isinstance(super_res_latents, torch.Tensor):
@@ -330,6 +418,8 @@ class DecoderStageMixin:
             latents=super_res_latents,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            eta=super_res_eta,
+            inpainting=inpainting,
         )
         self.maybe_free_model_hooks()
         return self.postprocess(image, output_type)
@@ -339,7 +429,7 @@ class DecoderStageMixin:
         return VaeImageProcessor(do_resize=False).postprocess(image.float(), output_type=output_type)
 
 
-def _upscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if image.device.type == "mps":  # MPS lacks antialiased bicubic
         return F.interpolate(image, size=size)
     kwargs = {"antialias": True} if "antialias" in inspect.signature(F.interpolate).parameters else {}

@@ -97,3 +97,19 @@ def check_callback_inputs(names, allowed: list[str]) -> None:
     unknown = [n for n in names or [] if n not in allowed]
     if unknown:
         raise ValueError(f"`callback_on_step_end_tensor_inputs` may only name {allowed}, got {unknown}.")
+
+
+def check_eta(value, name: str) -> None:
+    """DDIM's η: ``None`` (the stage's own sampler) or a number in [0, 1]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(
+            f"`{name}` must be None (the stage's own sampler) or a number in [0, 1] (DDIM's η: 0 is deterministic "
+            f"and inverts exactly, 1 is as random as ancestral sampling), got {value!r}."
+        )
+
+
+def check_num_frames(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 2:
+        raise ValueError(f"`num_frames` must be an integer ≥ 2 (the two end frames included), got {value!r}.")

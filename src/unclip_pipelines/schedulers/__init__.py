@@ -1,3 +1,3 @@
-from .scheduling_unclip import UnCLIPScheduler, UnCLIPSchedulerOutput
+from .scheduling_unclip import UnCLIPInverseScheduler, UnCLIPScheduler, UnCLIPSchedulerOutput
 
-__all__ = ["UnCLIPScheduler", "UnCLIPSchedulerOutput"]
+__all__ = ["UnCLIPInverseScheduler", "UnCLIPScheduler", "UnCLIPSchedulerOutput"]
