@@ -7,8 +7,8 @@ added to the timestep embedding and projected into 4 extra context tokens prepen
         --train_data_dir data/shapes --output_dir runs/decoder --resolution 32 --max_train_minutes 40
 
 For classifier-free guidance the image embedding is replaced by the learned null embedding 10 % of the time and the
-caption by the empty caption 50 % of the time (paper §2.1). Epsilon prediction with an MSE loss (optionally Min-SNR
-weighted), fixed variance. Saves an ``UnCLIPDecoderPipeline`` folder (``decoder``, ``text_proj``,
+caption by the empty caption 50 % of the time (paper §2.1). v-prediction by default (``--prediction_type epsilon`` for
+GLIDE's and Karlo's noise prediction), MSE loss (optionally Min-SNR weighted), fixed variance. Saves an ``UnCLIPDecoderPipeline`` folder (``decoder``, ``text_proj``,
 ``decoder_scheduler``, ``text_encoder``, ``tokenizer``).
 """
 
@@ -23,11 +23,10 @@ import sys
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
-from diffusers.training_utils import compute_snr
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import common
+from training import common, losses
 from unclip_pipelines import UnCLIPDecoderPipeline, UnCLIPScheduler, UnCLIPTextProjModel
 
 
@@ -46,7 +45,7 @@ def parse_args(argv=None):
     model.add_argument("--num_train_timesteps", type=int, default=1000)
     model.add_argument("--image_drop_prob", type=float, default=0.1, help="null image embedding rate (guidance)")
     model.add_argument("--caption_drop_prob", type=float, default=0.5, help="empty caption rate")
-    model.add_argument("--snr_gamma", type=float, help="Min-SNR loss weighting (e.g. 5.0); off by default")
+    losses.add_prediction_arguments(model)
     val = parser.add_argument_group("validation")
     val.add_argument("--num_validation_images", type=int, default=8)
     val.add_argument("--validation_num_inference_steps", type=int, default=25)
@@ -70,13 +69,13 @@ def build_decoder(args) -> UNet2DConditionModel:
 
 def decoder_scheduler(args) -> UnCLIPScheduler:
     return UnCLIPScheduler(
-        num_train_timesteps=args.num_train_timesteps, variance_type="fixed_small_log", prediction_type="epsilon",
+        num_train_timesteps=args.num_train_timesteps, variance_type="fixed_small_log", prediction_type=args.prediction_type,
         clip_sample=True, clip_sample_range=1.0, beta_schedule="squaredcos_cap_v2",
     )
 
 
 class DecoderTrainer(torch.nn.Module):
-    """Decoder + text_proj and the epsilon-prediction loss."""
+    """Decoder + text_proj and the diffusion loss (``--prediction_type``)."""
 
     def __init__(self, decoder, text_proj, scheduler, snr_gamma=None):
         super().__init__()
@@ -94,11 +93,7 @@ class DecoderTrainer(torch.nn.Module):
         prediction = self.decoder(
             noisy, timesteps, encoder_hidden_states=context, class_labels=time_embeds, attention_mask=mask
         ).sample
-        loss = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
-        if self.snr_gamma:
-            snr = compute_snr(self.scheduler, timesteps)
-            loss = loss * torch.clamp(snr, max=self.snr_gamma) / snr
-        return loss.mean()
+        return losses.diffusion_loss(self.scheduler, prediction, images, noise, timesteps, self.snr_gamma)
 
 
 def main(argv=None) -> dict:

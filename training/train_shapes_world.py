@@ -113,8 +113,10 @@ def stage_argv(args, stage: str, data_dir: str, clip_dir: str) -> list[str]:
 
 
 def evaluate(args, pipeline_dir: str) -> dict:
+    """Judge the assembled pipeline on stratified prompts with its own sampling defaults (as ``unclip evaluate``)."""
     from unclip_pipelines import UnCLIPPipeline
     from unclip_pipelines.shapes import evaluate_images, sample_eval_prompts
+    from unclip_pipelines.shapes.benchmark import generate_for_prompts
 
     pipe = UnCLIPPipeline.from_pretrained(pipeline_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
@@ -122,16 +124,10 @@ def evaluate(args, pipeline_dir: str) -> dict:
     if args.quick:
         settings.update(prior_num_inference_steps=3, decoder_num_inference_steps=3, super_res_num_inference_steps=2)
     prompts = sample_eval_prompts(args.eval_prompts, seed=args.seed)
-    images: dict[str, list] = {}
-    start, chunk = time.time(), 8
-    for i in range(0, len(prompts), chunk):
-        batch = prompts[i : i + chunk]
-        out = pipe(
-            batch, num_images_per_prompt=args.eval_images_per_prompt,
-            generator=torch.Generator().manual_seed(args.seed + i), **settings,
-        ).images
-        for j, prompt in enumerate(batch):
-            images.setdefault(prompt, []).extend(out[j * args.eval_images_per_prompt : (j + 1) * args.eval_images_per_prompt])
+    start = time.time()
+    images = generate_for_prompts(
+        pipe, prompts, args.eval_images_per_prompt, seed=args.seed, progress=False, **settings
+    )
     seconds_per_image = (time.time() - start) / (len(prompts) * args.eval_images_per_prompt)
     report = evaluate_images(images)
     folder = Path(args.output_dir, "eval")

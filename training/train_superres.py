@@ -28,7 +28,7 @@ from diffusers import UNet2DModel
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from training import common
+from training import common, losses
 from unclip_pipelines import UnCLIPScheduler
 
 
@@ -43,6 +43,7 @@ def parse_args(argv=None):
     model.add_argument("--blur_prob", type=float, default=0.5, help="chance to blur the low-res conditioning")
     model.add_argument("--blur_sigma", type=float, nargs=2, default=[0.4, 0.8], help="range, in low-res pixels")
     model.add_argument("--lowres_noise_std", type=float, default=0.0, help="max std of noise added to the low-res")
+    losses.add_prediction_arguments(model)
     model.add_argument("--super_res_last", choices=["none", "same"], default="none", help="Karlo's last-step model")
     val = parser.add_argument_group("validation")
     val.add_argument("--num_validation_images", type=int, default=8)
@@ -62,7 +63,7 @@ def build_unet(args) -> UNet2DModel:
 
 def super_res_scheduler(args) -> UnCLIPScheduler:
     return UnCLIPScheduler(
-        num_train_timesteps=args.num_train_timesteps, variance_type="fixed_small_log", prediction_type="epsilon",
+        num_train_timesteps=args.num_train_timesteps, variance_type="fixed_small_log", prediction_type=args.prediction_type,
         clip_sample=True, clip_sample_range=1.0, beta_schedule="squaredcos_cap_v2",
     )
 
@@ -97,14 +98,14 @@ def degrade(high: torch.Tensor, args, generator: torch.Generator | None) -> torc
 
 
 class SuperResTrainer(torch.nn.Module):
-    def __init__(self, unet: UNet2DModel, scheduler: UnCLIPScheduler):
+    def __init__(self, unet: UNet2DModel, scheduler: UnCLIPScheduler, snr_gamma: float | None = None):
         super().__init__()
-        self.unet, self.scheduler = unet, scheduler
+        self.unet, self.scheduler, self.snr_gamma = unet, scheduler, snr_gamma
 
     def forward(self, high, upscaled, noise, timesteps):
         noisy = self.scheduler.add_noise(high, noise, timesteps)
         prediction = self.unet(torch.cat([noisy, upscaled], dim=1), timesteps).sample
-        return F.mse_loss(prediction.float(), noise.float())
+        return losses.diffusion_loss(self.scheduler, prediction, high, noise, timesteps, self.snr_gamma)
 
 
 @torch.no_grad()
@@ -132,7 +133,7 @@ def main(argv=None) -> dict:
     data = common.ImageTextData(args)
     images = data.images_at(args.resolution)
     unet = build_unet(args)
-    model = SuperResTrainer(unet, super_res_scheduler(args))
+    model = SuperResTrainer(unet, super_res_scheduler(args), args.snr_gamma)
     accelerator.print(f"upsampler: {common.count_parameters(unet)} parameters, {crop} px crops of {args.resolution} px")
 
     def make_batch(indices, generator):

@@ -57,7 +57,7 @@ def test_decoder_output(decoder_dir, clip_dir):
     assert pipe.decoder.config.out_channels == 3 and pipe.decoder.config.sample_size == 32
     scheduler = pipe.decoder_scheduler.config
     assert (scheduler.variance_type, scheduler.prediction_type, scheduler.clip_sample_range) == (
-        "fixed_small_log", "epsilon", 1.0)
+        "fixed_small_log", "v_prediction", 1.0)
     pipe.set_progress_bar_config(disable=True)
     image = pipe(torch.randn(1, 32), prompt="a red circle", decoder_num_inference_steps=2, output_type="np").images
     assert image.shape == (1, 32, 32, 3)
@@ -70,7 +70,7 @@ def test_superres_output(superres_dir):
     last = UNet2DModel.from_pretrained(superres_dir, subfolder="super_res_last")
     torch.testing.assert_close(dict(last.named_parameters())["conv_in.weight"], unet.conv_in.weight)
     scheduler = UnCLIPScheduler.from_pretrained(superres_dir, subfolder="super_res_scheduler")
-    assert scheduler.config.prediction_type == "epsilon"
+    assert scheduler.config.prediction_type == "v_prediction"
     summary = json.loads((superres_dir / "train_summary.json").read_text())
     assert summary["val/psnr_bicubic"] > 20
 

@@ -49,10 +49,11 @@ def run_evaluation(
     batch_size: int = 16,
     output_dir: str | None = None,
     save_images: bool = False,
+    progress: bool = True,
     **call_kwargs,
 ) -> EvaluationReport:
     """Generate, judge, and (with ``output_dir``) write ``evaluation.json`` and ``evaluation.md`` (and the images)."""
-    images = generate_for_prompts(pipe, prompts, images_per_prompt, seed, batch_size, **call_kwargs)
+    images = generate_for_prompts(pipe, prompts, images_per_prompt, seed, batch_size, progress, **call_kwargs)
     report = evaluate_images(images)
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
