@@ -136,8 +136,12 @@ def prior_inputs(batch: int = 3, dim: int = 32, text_len: int = 6, seed: int = 1
     }
 
 
-def build_source_prior(d2, *, seed: int = 0, timesteps: int = 50, beta_schedule: str = "cosine", **net_kwargs):
-    """A tiny randomised ``DiffusionPrior`` of the imported release."""
+def build_source_prior(
+    d2, *, seed: int = 0, timesteps: int = 50, beta_schedule: str = "cosine", prior_kwargs: dict | None = None,
+    **net_kwargs,
+):
+    """A tiny randomised ``DiffusionPrior`` of the imported release (``prior_kwargs``: more ``DiffusionPrior``
+    arguments, e.g. ``predict_v``)."""
     torch.manual_seed(seed)
     kwargs = {"dim": 32, "depth": 2, "dim_head": 16, "heads": 4, "num_timesteps": timesteps, **net_kwargs}
     if _version_tuple(d2) < (0, 23, 0):
@@ -146,7 +150,8 @@ def build_source_prior(d2, *, seed: int = 0, timesteps: int = 50, beta_schedule:
         kwargs.setdefault("max_text_len", 8)
     net = d2.DiffusionPriorNetwork(**kwargs)
     prior = d2.DiffusionPrior(
-        net=net, image_embed_dim=32, timesteps=timesteps, cond_drop_prob=0.2, beta_schedule=beta_schedule
+        net=net, image_embed_dim=32, timesteps=timesteps, cond_drop_prob=0.2, beta_schedule=beta_schedule,
+        **(prior_kwargs or {}),
     )
     randomize_(prior.net, seed=seed)
     return prior.eval()

@@ -257,10 +257,16 @@ def test_unsupported_decoder_release(decoder_sd):
 
 
 def test_unrunnable_noise_schedule_or_prediction_is_refused():
-    with pytest.raises(ConversionError, match="'quadratic' beta schedule.*Nothing was written"):
-        convert_dalle2_prior(prior_state_dict(schedule="quadratic"), source_version="1.15.6")
-    with pytest.raises(ConversionError, match="v-prediction"):
-        convert_dalle2_prior(prior_state_dict(), source_version="1.15.6", config={"prior": {"predict_v": True}})
+    # jsd's last beta is 1 (ᾱ = 0 at the first sampling step): a noise-predicting model cannot be sampled from it
+    with pytest.raises(ConversionError, match=r"noise prediction with the 'jsd' schedule.*Nothing was written"):
+        convert_dalle2_prior(
+            prior_state_dict(schedule="jsd"), source_version="1.15.6", config={"prior": {"predict_x_start": False}}
+        )
+    with pytest.raises(ConversionError, match=r"noise prediction with the 'quadratic' schedule of 20 steps"):
+        convert_dalle2_decoder(_decoder_with_schedule("quadratic", 20), source_version="1.15.6")
+    # below 20 steps, DALLE2-pytorch's 1000 / T scaling pushes the ranged schedules' betas past 1
+    with pytest.raises(ConversionError, match=r"'linear' schedule with 10 steps has betas up to 2 > 1"):
+        convert_dalle2_prior(prior_state_dict(schedule="linear", num_timesteps=10), source_version="1.15.6")
     with pytest.raises(ConversionError, match="none of DALLE2-pytorch's"):
         state = prior_state_dict()
         state["noise_scheduler.betas"] = torch.full((50,), 0.01)
@@ -271,11 +277,75 @@ def test_unrunnable_noise_schedule_or_prediction_is_refused():
         convert_dalle2_prior(state, source_version="1.15.6")
 
 
+def _decoder_with_schedule(schedule, timesteps=50):
+    state = {k: v for k, v in decoder_state_dict().items() if not k.startswith("noise_schedulers.")}
+    state.update(noise_scheduler_buffers("noise_schedulers.0.", schedule, timesteps))
+    return state
+
+
+def _scheduler(config):
+    return UnCLIPScheduler.from_config({k: v for k, v in config.items() if k != "_class_name"})
+
+
+@pytest.mark.parametrize("schedule", ["quadratic", "sigmoid", "jsd"])
+@pytest.mark.parametrize("predict_x_start", [True, False])
+def test_prior_v_prediction_and_dalle2_schedules_convert(schedule, predict_x_start):
+    state = prior_state_dict(schedule=schedule)
+    config = {"prior": {"predict_v": True, "predict_x_start": predict_x_start, "beta_schedule": schedule}}
+    _, sched, notes = convert_dalle2_prior(state, source_version="1.15.6", config=config)
+    assert sched["beta_schedule"] == schedule and sched["prediction_type"] == "v_prediction"
+    # DiffusionPrior clamps x_0 to ±1 only without predict_x_start, which predict_v leaves in force
+    assert sched["clip_sample"] is (not predict_x_start) and sched["clip_sample_range"] == 1.0
+    assert any(f"noise schedule: {schedule}, 50 steps" in note for note in notes)
+    scheduler = _scheduler(sched)
+    assert torch.equal(scheduler.betas, state["noise_scheduler.betas"])
+    assert torch.allclose(scheduler.alphas_cumprod, state["noise_scheduler.alphas_cumprod"], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("schedule", ["quadratic", "sigmoid", "jsd"])
+def test_decoder_v_prediction_and_dalle2_schedules_convert(tmp_path, schedule):
+    state = _decoder_with_schedule(schedule)
+    path = _save(tmp_path, {"model": state, "version": "1.15.6"})
+    result = convert_dalle2_to_diffusers(path, tmp_path / "out", config={"decoder": {"predict_v": True}})
+    assert any(f"noise schedule: {schedule}, 50 steps; prediction: v_prediction" in n for n in result.notes)
+    scheduler = UnCLIPScheduler.from_pretrained(tmp_path / "out" / "decoder_scheduler")
+    assert scheduler.config.beta_schedule == schedule and scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.config.clip_sample and scheduler.config.variance_type == "learned_range"
+    assert torch.equal(scheduler.betas, state["noise_schedulers.0.betas"])
+
+
+def test_ranged_schedules_use_dalle2_pytorchs_own_rounding():
+    # (1000 / T) * 0.0001 and * 0.02, as DALLE2-pytorch computes them, differ from 0.0001 * 1000 / T (or
+    # 0.02 * 1000 / T) in the last bit for T = 21
+    assert (1000 / 21) * 0.0001 != 0.0001 * 1000 / 21 or (1000 / 21) * 0.02 != 0.02 * 1000 / 21
+    state = prior_state_dict(schedule="quadratic", num_timesteps=21)
+    _, sched, _ = convert_dalle2_prior(state, source_version="1.15.6")
+    assert (sched["beta_start"], sched["beta_end"]) == ((1000 / 21) * 0.0001, (1000 / 21) * 0.02)
+    assert torch.equal(_scheduler(sched).betas, beta_schedule_betas("quadratic", 21).float())
+
+
+def test_l2norm_clamps_only_act_with_predict_x_start(prior_sd):
+    config = {"prior": {"predict_x_start": False, "sampling_clamp_l2norm": True, "sampling_final_clamp_l2norm": True}}
+    model, sched, notes = convert_dalle2_prior(prior_sd, source_version="1.15.6", config=config)
+    assert sched["prediction_type"] == "epsilon" and not model.config.final_l2norm
+    assert any("sampling_final_clamp_l2norm ignored" in note for note in notes)
+    model, _, _ = convert_dalle2_prior(
+        prior_sd, source_version="1.15.6", config={"prior": {"predict_v": True, "sampling_final_clamp_l2norm": True}}
+    )
+    assert model.config.final_l2norm
+
+
 def test_sampling_options_without_a_scheduler_counterpart_are_refused(prior_sd, decoder_sd):
     with pytest.raises(ConversionError, match="sampling_clamp_l2norm"):
         convert_dalle2_prior(prior_sd, source_version="1.15.6", config={"prior": {"sampling_clamp_l2norm": True}})
     with pytest.raises(ConversionError, match="dynamic thresholding"):
         convert_dalle2_decoder(decoder_sd, source_version="1.15.6", config={"decoder": {"use_dynamic_thres": True}})
+    with pytest.raises(ConversionError, match="learned_variance_constrain_frac"):
+        config = {"decoder": {"predict_v": True, "learned_variance_constrain_frac": True}}
+        convert_dalle2_decoder(decoder_sd, source_version="1.15.6", config=config)
+    with pytest.raises(ConversionError, match="sampling_clamp_l2norm"):  # predict_v leaves predict_x_start=True
+        config = {"prior": {"predict_v": True, "sampling_clamp_l2norm": True}}
+        convert_dalle2_prior(prior_sd, source_version="1.15.6", config=config)
 
 
 def test_self_conditioning_needs_a_known_release(prior_sd):

@@ -77,16 +77,29 @@ def test_prior_network_parity(variant):
     assert (null - expected["null"]).abs().max() <= TOL
 
 
-def test_prior_ddpm_sampling_parity_with_guidance():
+#: DDPM sampling set-ups of the prior: x_0 prediction (the default), and v-prediction with DALLE2-pytorch's other
+#: schedules, with the ±1 x_0 clamp DiffusionPrior applies without predict_x_start (jsd: ᾱ = 0 at the first step)
+PRIOR_SAMPLERS = {
+    "x_start_cosine": {},
+    "v_sigmoid": {"beta_schedule": "sigmoid", "prior_kwargs": {"predict_v": True}},
+    "v_jsd_clamped": {"beta_schedule": "jsd", "prior_kwargs": {"predict_v": True, "predict_x_start": False}},
+}
+
+
+@pytest.mark.parametrize("sampler", list(PRIOR_SAMPLERS))
+def test_prior_ddpm_sampling_parity_with_guidance(sampler):
     """DiffusionPrior.p_sample_loop (all 20 steps, cond_scale 3) vs UnCLIPScheduler + the port, same noise."""
-    prior = src.build_source_prior(d2, seed=3, timesteps=20)
+    kwargs = PRIOR_SAMPLERS[sampler]
+    prior = src.build_source_prior(d2, seed=3, timesteps=20, **kwargs)
     inputs = src.prior_inputs(batch=2)
     text_cond = {"text_embed": inputs["text_embed"], "text_encodings": inputs["text_encodings"]}
     torch.manual_seed(1234)
     with torch.no_grad():
         expected = prior.p_sample_loop((2, 32), text_cond=text_cond, cond_scale=3.0)
 
-    model, sched_cfg, _ = convert_dalle2_prior(prior.state_dict(), version=str(d2.__version__))
+    config = {"prior": kwargs.get("prior_kwargs", {})}
+    model, sched_cfg, _ = convert_dalle2_prior(prior.state_dict(), version=str(d2.__version__), config=config)
+    assert sched_cfg["prediction_type"] == ("v_prediction" if config["prior"] else "sample")
     scheduler = UnCLIPScheduler.from_config({k: v for k, v in sched_cfg.items() if k != "_class_name"})
     scheduler.set_timesteps(20)
     torch.manual_seed(1234)
@@ -99,6 +112,7 @@ def test_prior_ddpm_sampling_parity_with_guidance():
         )
         latents = scheduler.step(null + (cond - null) * 3.0, t, latents).prev_sample
     result = model.post_process_latents(latents)
+    assert torch.isfinite(expected).all()
     assert (result - expected).abs().max() <= SAMPLING_TOL, (result - expected).abs().max()
 
 
@@ -170,9 +184,20 @@ def test_decoder_unet_parity(variant):
         assert unets[0].config.self_cond and unets[1].config.lowres_noise_cond
 
 
-def test_decoder_ddpm_sampling_parity_with_guidance():
-    """Decoder.p_sample_loop of the first U-Net (learned variance, all 10 steps, cond_scale 2) vs UnCLIPScheduler."""
-    decoder = src.build_source_decoder(d2, seed=5, image_sizes=(8,), timesteps=10)
+#: DDPM sampling set-ups of the first decoder U-Net (learned variance): noise prediction with the cosine schedule, and
+#: v-prediction with the quadratic one (20 steps: its last beta is 1, so ᾱ = 0 at the first step)
+DECODER_SAMPLERS = {
+    "epsilon_cosine": {"timesteps": 10},
+    "v_quadratic": {"timesteps": 20, "beta_schedule": "quadratic", "predict_v": True},
+}
+
+
+@pytest.mark.parametrize("sampler", list(DECODER_SAMPLERS))
+def test_decoder_ddpm_sampling_parity_with_guidance(sampler):
+    """Decoder.p_sample_loop of the first U-Net (learned variance, all steps, cond_scale 2) vs UnCLIPScheduler."""
+    kwargs = DECODER_SAMPLERS[sampler]
+    steps = kwargs["timesteps"]
+    decoder = src.build_source_decoder(d2, seed=5, image_sizes=(8,), **kwargs)
     item = src.decoder_inputs(decoder, batch=1)[0]
     unet, noise_scheduler = decoder.unets[0], decoder.noise_schedulers[0]
     torch.manual_seed(99)
@@ -180,11 +205,14 @@ def test_decoder_ddpm_sampling_parity_with_guidance():
         expected = decoder.p_sample_loop(
             unet, (1, 3, 8, 8), image_embed=item["image_embed"], noise_scheduler=noise_scheduler,
             text_encodings=item["text_encodings"], cond_scale=2.0, learned_variance=True, clip_denoised=True,
+            predict_v=decoder.predict_v[0],
         )  # unnormalised to [0, 1]
-    unets, scheds, _ = convert_dalle2_decoder(decoder.state_dict(), version=str(d2.__version__))
+    config = {"decoder": {"predict_v": kwargs.get("predict_v", False)}}
+    unets, scheds, _ = convert_dalle2_decoder(decoder.state_dict(), version=str(d2.__version__), config=config)
     model = unets[0]
     scheduler = UnCLIPScheduler.from_config({k: v for k, v in scheds[0].items() if k != "_class_name"})
-    scheduler.set_timesteps(10)
+    assert scheduler.config.prediction_type == ("v_prediction" if kwargs.get("predict_v") else "epsilon")
+    scheduler.set_timesteps(steps)
     torch.manual_seed(99)
     x = torch.randn(1, 3, 8, 8)
     drop = torch.ones(1, dtype=torch.bool)
@@ -193,4 +221,26 @@ def test_decoder_ddpm_sampling_parity_with_guidance():
         cond, null = _unet_call(model, step_item), _unet_call(model, step_item, text_cond_drop_mask=drop, image_cond_drop_mask=drop)
         x = scheduler.step(null + (cond - null) * 2.0, t, x).prev_sample  # DALLE2-pytorch guides every channel
     result = (x + 1) * 0.5
+    assert torch.isfinite(expected).all()
     assert (result - expected).abs().max() <= SAMPLING_TOL, (result - expected).abs().max()
+
+
+@pytest.mark.parametrize("kind", ["prior", "decoder"])
+def test_v_prediction_and_dalle2_schedules_round_trip(tmp_path, kind):
+    """Real predict_v models with the sigmoid (prior) / quadratic (decoder) schedule: the written scheduler folder
+    loads with the source's schedule, betas and cumulative alphas, and v-prediction."""
+    if kind == "prior":
+        source = src.build_source_prior(d2, seed=6, beta_schedule="sigmoid", prior_kwargs={"predict_v": True})
+        noise_scheduler, folder, config = source.noise_scheduler, "prior_scheduler", {"prior": {"predict_v": True}}
+    else:
+        source = src.build_source_decoder(d2, seed=6, image_sizes=(8,), beta_schedule="quadratic", predict_v=True)
+        noise_scheduler, folder = source.noise_schedulers[0], "decoder_scheduler"
+        config = {"decoder": {"predict_v": True}}
+    path = tmp_path / "source.pth"
+    torch.save({"model": source.state_dict(), "version": str(d2.__version__)}, path)
+    convert_dalle2_to_diffusers(path, tmp_path / "out", config=config)
+    scheduler = UnCLIPScheduler.from_pretrained(tmp_path / "out" / folder)
+    assert scheduler.config.beta_schedule == ("sigmoid" if kind == "prior" else "quadratic")
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.num_train_timesteps == 50
+    assert torch.equal(scheduler.betas, noise_scheduler.betas)
+    assert torch.equal(scheduler.alphas_cumprod, noise_scheduler.alphas_cumprod)

@@ -50,6 +50,11 @@ def _prior_why(key: str, cfg: dict) -> str:
     return f"dim={d}"
 
 
+def _predict_x_start(prior_cfg: Mapping) -> bool:
+    value = prior_cfg.get("predict_x_start")
+    return True if value is None else bool(value)
+
+
 def _infer_prior_config(net: Mapping, semantics, config: Mapping, notes: list[str]) -> dict:
     what = "DALLE2-pytorch prior"
     prior_cfg = dict(config)
@@ -120,7 +125,11 @@ def _infer_prior_config(net: Mapping, semantics, config: Mapping, notes: list[st
     cond_on_text = pr.chosen("condition_on_text_encodings", True)
     image_embed_scale = pr.chosen("image_embed_scale", None, ": sqrt(dim)")
     final_l2norm = pr.chosen("sampling_final_clamp_l2norm", False)
-    if pr.config.get("sampling_clamp_l2norm"):
+    # DALLE2-pytorch applies both l2-norm clamps only with predict_x_start (also when predict_v overrides it)
+    if final_l2norm and not _predict_x_start(prior_cfg):
+        notes.append("sampling_final_clamp_l2norm ignored: DALLE2-pytorch applies it only with predict_x_start=True")
+        final_l2norm = False
+    if pr.config.get("sampling_clamp_l2norm") and _predict_x_start(prior_cfg):
         raise ConversionError(
             f"{what}: sampling_clamp_l2norm=True (l2-normalise x_0 at every step) is a sampling option "
             "UnCLIPScheduler does not have."
@@ -217,15 +226,14 @@ def convert_dalle2_prior(
     model = _finish(model, converted[PRIOR], what)
 
     predict_v = bool(prior_cfg.get("predict_v", False))
-    predict_x_start = bool(prior_cfg.get("predict_x_start", True))
+    predict_x_start = _predict_x_start(prior_cfg)
     prediction = "v_prediction" if predict_v else ("sample" if predict_x_start else "epsilon")
     notes.append(f"prediction: {prediction} ({'from the config' if 'predict_x_start' in prior_cfg or predict_v else 'DALLE2-pytorch default x_0'})")
+    # DiffusionPrior.p_mean_variance clamps x_0 to ±1 unless predict_x_start, which stays in force (default True)
+    # when predict_v takes precedence over it
+    clip_range = None if predict_x_start else 1.0
+    notes.append(f"x_0 clamp: {'none' if clip_range is None else '±1'} (predict_x_start={predict_x_start})")
     sched = scheduler_config(
-        schedule,
-        timesteps,
-        prediction=prediction,
-        learned_variance=False,
-        clip_range=None if prediction == "sample" else 1.0,
-        what=what,
+        schedule, timesteps, prediction=prediction, learned_variance=False, clip_range=clip_range, what=what
     )
     return model, sched, notes

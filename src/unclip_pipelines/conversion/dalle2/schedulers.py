@@ -23,8 +23,14 @@ NOISE_SCHEDULER_BUFFERS = (
     "posterior_mean_coef2",
     "p2_loss_weight",
 )
-#: beta schedules of DALLE2-pytorch that this package's UnCLIPScheduler can run, as its ``beta_schedule``
-SUPPORTED_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
+#: DALLE2-pytorch's beta schedules → this package's UnCLIPScheduler ``beta_schedule`` (the same betas)
+SUPPORTED_SCHEDULES = {
+    "cosine": "squaredcos_cap_v2",
+    "linear": "linear",
+    "quadratic": "quadratic",
+    "sigmoid": "sigmoid",
+    "jsd": "jsd",
+}
 
 
 def beta_schedule_betas(name: str, timesteps: int) -> torch.Tensor:
@@ -86,18 +92,27 @@ def scheduler_config(
     """The :class:`~unclip_pipelines.schedulers.UnCLIPScheduler` config of one DALLE2-pytorch noise schedule."""
     problems = []
     if schedule not in SUPPORTED_SCHEDULES:
-        problems.append(
-            f"the '{schedule}' beta schedule (UnCLIPScheduler's beta_schedule supports squaredcos_cap_v2 = cosine "
-            "and linear only)"
-        )
-    if prediction == "v_prediction":
-        problems.append("v-prediction (predict_v=True; UnCLIPScheduler predicts epsilon or sample only)")
+        problems.append(f"the '{schedule}' beta schedule (UnCLIPScheduler supports {sorted(SUPPORTED_SCHEDULES)})")
+    else:
+        betas = beta_schedule_betas(schedule, timesteps)
+        if float(betas.max()) > 1:
+            problems.append(
+                f"the '{schedule}' schedule with {timesteps} steps has betas up to {float(betas.max()):.4g} > 1 "
+                "(DALLE2-pytorch scales it by 1000 / timesteps), which is no diffusion process"
+            )
+        elif prediction == "epsilon" and float(betas.max()) >= 1:
+            problems.append(
+                f"noise prediction with the '{schedule}' schedule of {timesteps} steps, whose last beta is 1: at the "
+                "first sampling step ᾱ = 0, so x_0 cannot be recovered from the predicted noise (DALLE2-pytorch's "
+                "own sampler returns NaN there)"
+            )
     if problems:
         raise ConversionError(
             f"{what}: the weights convert, but this package's UnCLIPScheduler cannot reproduce the model's sampler: "
             + "; ".join(problems)
             + ". Nothing was written."
         )
+    scale = 1000 / timesteps  # DALLE2-pytorch's ranged schedules, with its own order of operations
     config = {
         "_class_name": "UnCLIPScheduler",
         "num_train_timesteps": timesteps,
@@ -106,7 +121,7 @@ def scheduler_config(
         "clip_sample_range": float(clip_range if clip_range is not None else 1.0),
         "prediction_type": prediction,
         "beta_schedule": SUPPORTED_SCHEDULES[schedule],
-        "beta_start": 0.0001 * 1000 / timesteps,
-        "beta_end": 0.02 * 1000 / timesteps,
+        "beta_start": scale * 0.0001,
+        "beta_end": scale * 0.02,
     }
     return config
