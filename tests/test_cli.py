@@ -99,3 +99,13 @@ def test_probe_pca_writes_the_grid_and_reuses_a_saved_pca(tiny_variation_model, 
     # a k beyond the PCA's components is refused, naming the range
     assert main(common + ["--pca", str(tmp_path / "pca"), "--ks", "6", "--output", str(second)]) == 2
     assert "[0, 5]" in capsys.readouterr().err
+
+
+def test_prior_num_candidates_flag(tiny_model, tmp_path, capsys):
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    assert main(["generate", "horse", "--model", tiny_model, "--output", str(one)] + STEPS) == 0
+    assert main(["generate", "horse", "--model", tiny_model, "--output", str(two), "--prior-num-candidates", "2"]
+                + STEPS) == 0
+    assert not np.array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(two)))  # another embedding won
+    assert main(["generate", "horse", "--model", tiny_model, "--prior-num-candidates", "0"] + STEPS) == 2
+    assert "prior_num_candidates" in capsys.readouterr().err

@@ -61,6 +61,9 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--super-res-steps", type=int)
     parser.add_argument("--prior-guidance-scale", type=float)
     parser.add_argument("--decoder-guidance-scale", type=float)
+    parser.add_argument(
+        "--prior-num-candidates", type=int, help="best-of-N prior: keep the embedding closest to the text (paper: 2)"
+    )
 
 
 def _generate_kwargs(args, pipe=None) -> dict:
@@ -72,6 +75,7 @@ def _generate_kwargs(args, pipe=None) -> dict:
         "prior_guidance_scale": args.prior_guidance_scale,
         "decoder_guidance_scale": args.decoder_guidance_scale,
         "num_images_per_prompt": getattr(args, "num_images", None),
+        "prior_num_candidates": args.prior_num_candidates,
     }
     defaults = dict(getattr(pipe, "sampling_defaults", None) or {})
     return {**defaults, **{key: value for key, value in kwargs.items() if value is not None}}
