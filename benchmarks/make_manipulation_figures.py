@@ -14,7 +14,11 @@ does; default: ``unclip_pipelines.EMBEDDED_MODEL``). Writes one PNG per feature 
 - PCA probe: judge accuracy of the decoded k-component reconstructions, per k;
 - best-of-N prior and CLIP re-ranking: judge accuracy on evaluation prompts with N = 1 vs 2, and of the top-ranked
   image vs all images;
-- inpainting: success rate of recolouring one object of a pair through a mask, and the largest change outside it.
+- inpainting: success rate of recolouring one object of a pair through a mask, and the largest change outside it;
+- text diff "a red circle" -> "a blue circle" on red-circle renders (default ``max_angle``): judged a blue circle,
+  colour and shape separately.
+
+``--only SECTION ...`` runs some of them (the random draws of a section do not depend on the ones after it).
 
 Sampling settings come from the folder's ``sampling_defaults.json`` when present (decoder steps and guidance),
 ``--quick`` shrinks everything to a smoke run.
@@ -60,7 +64,11 @@ def parse_args(argv=None):
     parser.add_argument("--fixed-point-iterations", type=int, default=5, help="inversion refinements")
     parser.add_argument("--save-pca", action="store_true", help="save the fitted PCA into <model>/pca")
     parser.add_argument("--quick", action="store_true", help="a few steps and images: a smoke run")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these measurements (and figures)")
     return parser.parse_args(argv)
+
+
+SECTIONS = ("variations", "interpolation", "text_diff", "pca", "best_of_n_rerank", "inpaint", "text_diff_red_blue")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -178,6 +186,27 @@ def text_diffs(variation, settings, args, results, size, rng):
     return grid(rows, size)
 
 
+def text_diff_red_to_blue(variation, settings, args, results, size, rng):
+    """Issue 4's acceptance case: renders of a red circle, text diff "a red circle" -> "a blue circle"."""
+    rows, judged = [], []
+    while len(judged) < args.num_images:
+        scene = sample_scene(rng, "eval", category="single")
+        if (scene.objects[0].colour, scene.objects[0].shape) != ("red", "circle"):
+            continue
+        image = render_scene(scene, size=size)
+        inversion = variation.invert(image, fixed_point_iterations=args.fixed_point_iterations, **settings)
+        frames = to_pil(variation.text_diff(inversion, "a red circle", "a blue circle", output_type="np").images)
+        judged.append(judge_image(frames[-1], "a blue circle"))
+        rows.append([image, *frames])
+    results["text_diff_red_circle_to_blue"] = {
+        "images": len(judged),
+        "judged_a_blue_circle": float(np.mean([j.correct for j in judged])),
+        "colour_correct": float(np.mean([j.colour for j in judged])),
+        "shape_kept": float(np.mean([j.shape for j in judged])),
+    }
+    return grid(rows, size)
+
+
 def pca_probe(variation, sources, scenes, settings, args, results, size, rng):
     pca_dir = os.path.join(args.model, "pca")
     if os.path.isdir(pca_dir):
@@ -283,13 +312,22 @@ def main(argv=None) -> dict:
 
     figures = {}
     start = time.time()
-    figures["variations"], sources, inversions = inversion_and_variations(variation, scenes, size, decode, args,
-                                                                           results)
-    figures["interpolation"] = interpolation(variation, sources, inversions, scenes, decode, args, results, size)
-    figures["text_diff"] = text_diffs(variation, decode, args, results, size, rng)
-    figures["pca"] = pca_probe(variation, sources, scenes, decode, args, results, size, rng)
-    figures["best_of_n_rerank"] = best_of_n_and_rerank(pipe, settings, args, results, size)
-    figures["inpaint"] = inpainting(pipe, settings, args, results, size, rng)
+    wanted = set(args.only or SECTIONS)
+    if wanted & {"variations", "interpolation", "pca"}:
+        figures["variations"], sources, inversions = inversion_and_variations(variation, scenes, size, decode, args,
+                                                                               results)
+    if "interpolation" in wanted:
+        figures["interpolation"] = interpolation(variation, sources, inversions, scenes, decode, args, results, size)
+    if "text_diff" in wanted:
+        figures["text_diff"] = text_diffs(variation, decode, args, results, size, rng)
+    if "pca" in wanted:
+        figures["pca"] = pca_probe(variation, sources, scenes, decode, args, results, size, rng)
+    if "best_of_n_rerank" in wanted:
+        figures["best_of_n_rerank"] = best_of_n_and_rerank(pipe, settings, args, results, size)
+    if "inpaint" in wanted:
+        figures["inpaint"] = inpainting(pipe, settings, args, results, size, rng)
+    if "text_diff_red_blue" in wanted:
+        figures["text_diff_red_blue"] = text_diff_red_to_blue(variation, decode, args, results, size, rng)
     for name, figure in figures.items():
         path = os.path.join(args.out, f"manipulation_{name}.png")
         figure.save(path)
