@@ -112,6 +112,8 @@ class UnCLIPScheduler(SchedulerMixin, ConfigMixin):
             self.betas = betas.to(torch.float32)
             self.alphas = 1.0 - self.betas
             self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+        # timesteps where x_t is pure noise (ᾱ = 0: jsd's last step); found once, not at every sampling step
+        self._pure_noise_timesteps = frozenset(torch.nonzero(self.alphas_cumprod == 0).flatten().tolist())
         self.one = torch.tensor(1.0)
         self.init_noise_sigma = 1.0
         self.num_inference_steps = None
@@ -119,9 +121,7 @@ class UnCLIPScheduler(SchedulerMixin, ConfigMixin):
 
     def _check_recoverable(self, t: int) -> None:
         """A noise prediction says nothing about x_0 where ᾱ_t = 0 (a schedule whose beta reaches 1)."""
-        if self.config.prediction_type != "epsilon" or not 0 <= t < len(self.alphas_cumprod):
-            return
-        if self.alphas_cumprod[t] == 0:
+        if self.config.prediction_type == "epsilon" and t in self._pure_noise_timesteps:
             raise ValueError(
                 f"`prediction_type='epsilon'` cannot recover x_0 at timestep {t}: the {self.config.beta_schedule!r} "
                 f"noise schedule has ᾱ_{t} = 0 (its beta reaches 1), so x_t is pure noise there. Such a schedule "
