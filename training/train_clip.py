@@ -8,6 +8,13 @@ Saves pipeline-style subfolders ``text_encoder`` (CLIPTextModelWithProjection), 
 over the dataset's words), ``image_encoder`` (CLIPVisionModelWithProjection) and ``feature_extractor``
 (CLIPImageProcessor at the model's input size, with the dataset's mean and std). Captions repeat in a small world, so
 the loss counts every pair with the same caption as a positive (a multi-positive InfoNCE).
+
+With ``--hard_negative_edits K`` every image is also scored against one *hard negative* caption: another caption
+of the dataset with the same number of words that differs from its own in at most K word substitutions, or that
+holds the same words in another order ("a red circle to the left of a blue square" against "... to the right
+of ...", "a blue circle to the left of a red square", "a red circle at the top"). In-batch negatives rarely differ
+from a caption in one word only, so without them CLIP learns a bag of colours and shapes and ignores positions and
+relations (NegCLIP, Yuksekgonul et al. 2023). The neighbours come from the dataset's own captions: no word lists.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ def parse_args(argv=None):
     model.add_argument("--num_attention_heads", type=int, default=4)
     model.add_argument("--max_length", type=int, default=24, help="the tokenizer's model_max_length")
     model.add_argument("--extra_words", nargs="*", default=[], help="more single-token words for the tokenizer")
+    model.add_argument(
+        "--hard_negative_edits", type=int, default=0,
+        help="score each image against one caption that differs from its own by at most this many words (0: off)",
+    )
     return common.parse_args(parser, argv)
 
 
@@ -74,11 +85,41 @@ class ContrastiveCLIP(torch.nn.Module):
         pixel_values = common.normalize_pixels(self.feature_extractor, pixels)
         return F.normalize(self.clip.visual_projection(self.clip.vision_model(pixel_values).pooler_output), dim=-1)
 
-    def forward(self, input_ids, pixels, caption_ids):
-        logits = self.clip.logit_scale.exp().clamp(max=100) * self.embed_text(input_ids) @ self.embed_images(pixels).T
-        same = (caption_ids[:, None] == caption_ids[None, :]).float()
-        targets = same / same.sum(1, keepdim=True)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    def forward(self, input_ids, pixels, caption_ids, negative_input_ids=None, negative_caption_ids=None):
+        scale = self.clip.logit_scale.exp().clamp(max=100)
+        images = self.embed_images(pixels)
+        if negative_input_ids is not None:  # extra caption columns for the image -> caption direction only
+            input_ids = torch.cat([input_ids, negative_input_ids])
+        texts = self.embed_text(input_ids)
+        column_ids = caption_ids if negative_caption_ids is None else torch.cat([caption_ids, negative_caption_ids])
+        logits = scale * images @ texts.T  # (B, B [+ B negatives])
+        same = (caption_ids[:, None] == column_ids[None, :]).float()
+        image_loss = F.cross_entropy(logits, same / same.sum(1, keepdim=True))
+        square = same[:, : len(caption_ids)]
+        text_loss = F.cross_entropy(logits[:, : len(caption_ids)].T, square / square.sum(1, keepdim=True))
+        return (image_loss + text_loss) / 2
+
+
+def caption_neighbours(captions: list[str], max_edits: int) -> list[list[int]]:
+    """
+    For each caption, the indices of the others with as many words that differ in at most ``max_edits`` word
+    substitutions or hold the same words in another order.
+    """
+    words = [caption.lower().split() for caption in captions]
+    neighbours: list[list[int]] = [[] for _ in captions]
+    by_length: dict[int, list[int]] = {}
+    for index, caption_words in enumerate(words):
+        by_length.setdefault(len(caption_words), []).append(index)
+    for indices in by_length.values():
+        vocabulary = {word: i for i, word in enumerate(sorted({w for i in indices for w in words[i]}))}
+        codes = torch.tensor([[vocabulary[w] for w in words[i]] for i in indices])
+        edits = (codes[:, None, :] != codes[None, :, :]).sum(-1)
+        bags = torch.stack([torch.bincount(row, minlength=len(vocabulary)) for row in codes])
+        same_bag = (bags[:, None, :] == bags[None, :, :]).all(-1)
+        close = ((edits <= max_edits) | same_bag) & (edits > 0)
+        for row, index in enumerate(indices):
+            neighbours[index] = [indices[j] for j in close[row].nonzero().flatten().tolist()]
+    return neighbours
 
 
 def build(args, data: common.ImageTextData):
@@ -134,8 +175,33 @@ def main(argv=None) -> dict:
     caption_ids = torch.tensor([position[c] for c in data.captions])
     accelerator.print(f"CLIP: {common.count_parameters(model)} parameters, vocabulary of {len(tokenizer)} tokens")
 
+    unique_ids = None
+    if args.hard_negative_edits > 0:
+        unique = sorted(position, key=position.get)
+        unique_ids, _ = common.tokenize(tokenizer, unique)
+        neighbours = caption_neighbours(unique, args.hard_negative_edits)
+        lonely = sum(not n for n in neighbours)
+        accelerator.print(
+            f"hard negatives: {sum(map(len, neighbours)) / len(unique):.1f} per caption on average "
+            f"(<= {args.hard_negative_edits} word edits or reordered); {lonely} of {len(unique)} captions have none "
+            "and get a random caption"
+        )
+        # padded (captions, most neighbours) table; a caption without neighbours draws from all captions
+        width = max(max(map(len, neighbours)), 1)
+        table = torch.zeros(len(unique), width, dtype=torch.long)
+        counts = torch.tensor([len(n) or len(unique) for n in neighbours])
+        for i, row in enumerate(neighbours):
+            table[i, : len(row)] = torch.tensor(row or [0], dtype=torch.long)[: len(row)]
+
     def make_batch(indices, generator):
-        return {"input_ids": input_ids[indices], "pixels": pixels[indices], "caption_ids": caption_ids[indices]}
+        batch = {"input_ids": input_ids[indices], "pixels": pixels[indices], "caption_ids": caption_ids[indices]}
+        if unique_ids is not None:
+            own = caption_ids[indices]
+            pick = (torch.rand(len(own), generator=generator) * counts[own]).long()
+            has_neighbours = counts[own] <= width
+            negative = torch.where(has_neighbours, table[own, pick.clamp(max=width - 1)], pick)
+            batch.update(negative_input_ids=unique_ids[negative], negative_caption_ids=negative)
+        return batch
 
     val = data.validation_indices
 
@@ -148,7 +214,18 @@ def main(argv=None) -> dict:
         own = torch.tensor([unique.index(c) for c in captions], device=device)
         similarity = images @ text.T  # (images, unique captions)
         best_image = similarity.argmax(0)  # for each caption, its best image
-        return {
+        metrics = {}
+        if unique_ids is not None:  # does each image prefer its own caption to every caption a few words away?
+            every = model.embed_text(unique_ids.to(device))
+            scores = images @ every.T  # (images, all dataset captions)
+            beats = [
+                float(scores[row, own_id] > scores[row, neighbours[own_id]].max())
+                for row, own_id in enumerate(caption_ids[val].tolist())
+                if neighbours[own_id]
+            ]
+            if beats:
+                metrics["hard_negative_accuracy"] = sum(beats) / len(beats)
+        return metrics | {
             "image_to_caption_accuracy": (similarity.argmax(1) == own).float().mean().item(),
             "caption_to_image_accuracy": (own[best_image] == torch.arange(len(unique), device=device)).float().mean().item(),
             "logit_scale": model.clip.logit_scale.exp().item(),

@@ -35,6 +35,7 @@ def test_clip_output(clip_dir, data_dir):
     assert expected.shape[-1] == 32 and max(extractor.image_mean) < 1
     summary = json.loads((clip_dir / "train_summary.json").read_text())
     assert summary["steps"] == 2 and "val/image_to_caption_accuracy" in summary
+    assert 0 <= summary["val/hard_negative_accuracy"] <= 1
     assert (clip_dir / "README.md").exists()
 
 

@@ -1,0 +1,82 @@
+"""train_clip's hard negatives: which captions count as neighbours, and how they enter the contrastive loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.train_clip import ContrastiveCLIP, caption_neighbours
+
+CAPTIONS = [
+    "a red circle",  # 0
+    "a blue circle",  # 1: one word from 0
+    "a blue square",  # 2: two words from 0, one from 1
+    "a red square on the left",  # 3
+    "a red square on the right",  # 4: one word from 3
+    "a red circle to the left of a blue square",  # 5
+    "a red circle to the right of a blue square",  # 6: one word from 5
+    "a blue square to the left of a red circle",  # 7: the objects of 5 swapped (same words, 4 substitutions)
+    "a green diamond to the left of a yellow triangle",  # 8: four words from 5, other words
+]
+
+
+def test_caption_neighbours_by_word_edits_and_reordering():
+    one = caption_neighbours(CAPTIONS, max_edits=1)
+    assert one[0] == [1] and sorted(one[1]) == [0, 2] and one[3] == [4]
+    assert sorted(one[5]) == [6, 7]  # the relation word, and the reordered objects
+    assert one[8] == []
+    two = caption_neighbours(CAPTIONS, max_edits=2)
+    assert sorted(two[0]) == [1, 2]
+    assert 8 not in two[5] and 5 not in two[8]
+    # captions of other lengths are never neighbours
+    assert all(len(CAPTIONS[j].split()) == len(CAPTIONS[i].split()) for i, row in enumerate(two) for j in row)
+
+
+class FixedEmbeddings(ContrastiveCLIP):
+    """ContrastiveCLIP whose towers are lookup tables: ids and "pixels" index fixed unit vectors."""
+
+    def __init__(self, text, images):
+        torch.nn.Module.__init__(self)
+        self.text, self.images = F.normalize(text, dim=-1), F.normalize(images, dim=-1)
+        self.clip = torch.nn.Module()
+        self.clip.logit_scale = torch.nn.Parameter(torch.tensor(0.0))
+
+    def embed_text(self, input_ids):
+        return self.text[input_ids]
+
+    def embed_images(self, pixels):
+        return self.images[pixels]
+
+
+def test_hard_negatives_enter_only_the_image_to_caption_loss():
+    torch.manual_seed(0)
+    model = FixedEmbeddings(torch.randn(5, 8), torch.randn(3, 8))
+    ids, pixels, caption_ids = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12])
+    plain = model(ids, pixels, caption_ids)
+    logits = model.images @ model.text[:3].T
+    expected = (F.cross_entropy(logits, torch.arange(3)) + F.cross_entropy(logits.T, torch.arange(3))) / 2
+    torch.testing.assert_close(plain, expected)
+
+    negatives, negative_caption_ids = torch.tensor([3, 4, 3]), torch.tensor([20, 21, 20])
+    with_negatives = model(ids, pixels, caption_ids, negatives, negative_caption_ids)
+    wide = model.images @ model.text[torch.tensor([0, 1, 2, 3, 4, 3])].T
+    expected = (F.cross_entropy(wide, torch.arange(3)) + F.cross_entropy(logits.T, torch.arange(3))) / 2
+    torch.testing.assert_close(with_negatives, expected)
+    assert with_negatives > plain
+
+
+def test_a_negative_that_is_another_rows_caption_counts_as_its_positive():
+    torch.manual_seed(0)
+    model = FixedEmbeddings(torch.randn(3, 8), torch.randn(2, 8))
+    # row 0's negative is row 1's caption (id 11): for image 1 that column is a second positive
+    loss = model(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([10, 11]), torch.tensor([1, 2]), torch.tensor([11, 12]))
+    wide = model.images @ model.text[torch.tensor([0, 1, 1, 2])].T
+    targets = torch.tensor([[1.0, 0, 0, 0], [0, 0.5, 0.5, 0]])
+    square = model.images @ model.text[:2].T
+    expected = (F.cross_entropy(wide, targets) + F.cross_entropy(square.T, torch.eye(2))) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("max_edits", [0, -1])
+def test_no_neighbours_without_edits_except_reorderings(max_edits):
+    rows = caption_neighbours(CAPTIONS, max_edits)
+    assert rows[5] == [7] and rows[0] == []
