@@ -6,8 +6,10 @@ The folder must load as ``UnCLIPPipeline`` with a CLIP ``image_encoder`` / ``fea
 does; default: ``unclip_pipelines.EMBEDDED_MODEL``). Writes one PNG per feature into ``--out``
 (``manipulation_<feature>.png``) and prints the measured numbers, judged by ``unclip_pipelines.shapes``:
 
-- inversion: PSNR of the η = 0 reconstructions at the output resolution (with the model's decoder guidance and
-  without) and at the decoder's, judge accuracy on the
+- inversion: PSNR of the η = 0 reconstructions at the output resolution, at the decoder's (the final image
+  downsampled) and of the decoder stage's own output (with the
+  manipulations' defaults: no decoder guidance, 25 upsampler steps; and, for comparison, with the model's text-to-image
+  decoder guidance and upsampler steps), judge accuracy on the
   source renders, their reconstructions and their η = 1 variations, CLIP cosine of the variations to the source;
 - interpolation: judge accuracy of the end frames on the two captions (fixed and slerped noise);
 - text diff: success rate (the last frame is judged correct on the target caption, a colour swap) per max angle;
@@ -20,8 +22,10 @@ does; default: ``unclip_pipelines.EMBEDDED_MODEL``). Writes one PNG per feature 
 
 ``--only SECTION ...`` runs some of them (the random draws of a section do not depend on the ones after it).
 
-Sampling settings come from the folder's ``sampling_defaults.json`` when present (decoder steps and guidance),
-``--quick`` shrinks everything to a smoke run.
+Sampling settings come from the folder's ``sampling_defaults.json`` when present (decoder steps and guidance); the
+sections that invert images (variations, interpolation, text diffs, PCA probe) decode with the pipeline's manipulation
+defaults instead (``--inversion-guidance-scale``, ``--inversion-super-res-steps``). ``--quick`` shrinks everything to a
+smoke run.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from unclip_pipelines import (
     UnCLIPPipeline,
     probe_pca_grid,
 )
+from unclip_pipelines.pipelines.image_encoding import image_to_tensor
+from unclip_pipelines.pipelines.stages import upscale
 from unclip_pipelines.shapes import (
     COLOURS,
     HELD_OUT_PAIRS,
@@ -54,6 +60,11 @@ from unclip_pipelines.shapes import (
 
 def parse_args(argv=None):
     import unclip_pipelines
+    from unclip_pipelines.pipelines.inversion import (
+        DEFAULT_FIXED_POINT_ITERATIONS,
+        INVERSION_GUIDANCE_SCALE,
+        INVERSION_SUPER_RES_STEPS,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=unclip_pipelines.EMBEDDED_MODEL, help="model folder")
@@ -61,7 +72,13 @@ def parse_args(argv=None):
     parser.add_argument("--num-images", type=int, default=8, help="images (prompts) per measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--fixed-point-iterations", type=int, default=5, help="inversion refinements")
+    parser.add_argument(
+        "--fixed-point-iterations", type=int, default=DEFAULT_FIXED_POINT_ITERATIONS, help="inversion refinements"
+    )
+    parser.add_argument("--inversion-guidance-scale", type=float, default=INVERSION_GUIDANCE_SCALE,
+                        help="decoder guidance of the sections that invert images")
+    parser.add_argument("--inversion-super-res-steps", type=int, default=INVERSION_SUPER_RES_STEPS,
+                        help="upsampler steps of the sections that invert images")
     parser.add_argument("--save-pca", action="store_true", help="save the fitted PCA into <model>/pca")
     parser.add_argument("--quick", action="store_true", help="a few steps and images: a smoke run")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these measurements (and figures)")
@@ -95,6 +112,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def decoder_stage_psnr(variation, source: PIL.Image.Image, inversion) -> float:
+    """PSNR of the decoder's own η = 0 output from the inverted x_T against the source at the decoder's resolution
+    (resized as the inversion resized it), before any upsampler."""
+    text = variation.encode_prompt([""], variation._execution_device, 1, inversion.decoder_guidance_scale > 1)
+    output = variation.run_decoder(inversion.image_embeds, text, inversion.decoder_num_inference_steps,
+                                   inversion.decoder_guidance_scale, latents=inversion.decoder_latents, eta=0.0)
+    target = upscale(image_to_tensor(source) * 2 - 1, variation.decoder_sample_size).clamp(-1, 1)
+    mse = ((output.float().cpu() - target) / 2).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
 def accuracy(images, captions) -> float:
     return float(np.mean([judge_image(image, caption).correct for image, caption in zip(images, captions)]))
 
@@ -118,16 +146,17 @@ def seeded(seed: int) -> torch.Generator:
 # --- the features ----------------------------------------------------------------------------------------------------
 
 
-def inversion_and_variations(variation, scenes, size, settings, args, results):
+def inversion_and_variations(variation, scenes, size, settings, args, results, generation):
     sources = [render_scene(scene, size=size) for scene in scenes]
     inversions = [variation.invert(image, fixed_point_iterations=args.fixed_point_iterations, **settings)
                   for image in sources]
     reconstructions = [variation(**inv.call_kwargs(), output_type="pil").images[0] for inv in inversions]
     variations = [[variation(**inv.call_kwargs(eta=eta), generator=seeded(args.seed + k), output_type="pil").images[0]
                    for eta, k in ((0.5, 0), (1.0, 1), (1.0, 2))] for inv in inversions]
-    unguided = [variation.invert(image, fixed_point_iterations=args.fixed_point_iterations,
-                                 **{**settings, "decoder_guidance_scale": 1.0}) for image in sources]
-    unguided = [variation(**inv.call_kwargs(), output_type="pil").images[0] for inv in unguided]
+    # the same with the model's text-to-image decoding settings (its guidance, few upsampler steps), for comparison
+    generation = [variation.invert(image, fixed_point_iterations=args.fixed_point_iterations, **generation)
+                  for image in sources]
+    generation = [variation(**inv.call_kwargs(), output_type="pil").images[0] for inv in generation]
     low = variation.output_sizes[0]
     captions = [scene.caption for scene in scenes]
     source_embeds = torch.cat([inv.image_embeds for inv in inversions])
@@ -135,8 +164,11 @@ def inversion_and_variations(variation, scenes, size, settings, args, results):
     results["inversion"] = {
         "psnr_output_resolution_db": float(np.mean([psnr(np.asarray(a), np.asarray(b))
                                                     for a, b in zip(sources, reconstructions)])),
-        "psnr_output_resolution_db_without_guidance": float(np.mean([psnr(np.asarray(a), np.asarray(b))
-                                                                     for a, b in zip(sources, unguided)])),
+        "psnr_output_resolution_db_generation_settings": float(np.mean([psnr(np.asarray(a), np.asarray(b))
+                                                                        for a, b in zip(sources, generation)])),
+        "judge_accuracy_reconstructions_generation_settings": accuracy(generation, [s.caption for s in scenes]),
+        "psnr_decoder_output_db": float(np.mean([decoder_stage_psnr(variation, source, inversion)
+                                                 for source, inversion in zip(sources, inversions)])),
         "psnr_decoder_resolution_db": float(np.mean([
             psnr(np.asarray(a.resize(low, PIL.Image.BICUBIC)), np.asarray(b.resize(low, PIL.Image.BICUBIC)))
             for a, b in zip(sources, reconstructions)])),
@@ -303,19 +335,22 @@ def main(argv=None) -> dict:
         settings.update(prior_num_inference_steps=3, decoder_num_inference_steps=4, super_res_num_inference_steps=2)
         args.num_images = min(args.num_images, 2)
         args.fixed_point_iterations = min(args.fixed_point_iterations, 1)
-    decode = {k: v for k, v in settings.items() if k != "prior_num_inference_steps"}
+    generation = {k: v for k, v in settings.items() if k != "prior_num_inference_steps"}
+    decode = {**generation, "decoder_guidance_scale": args.inversion_guidance_scale,
+              "super_res_num_inference_steps": 2 if args.quick else args.inversion_super_res_steps}
     size = pipe.output_sizes[-1][0]
     rng = np.random.default_rng(args.seed)
     scenes = [sample_scene(rng, "eval") for _ in range(max(2, args.num_images))]
     os.makedirs(args.out, exist_ok=True)
-    results: dict = {"model": args.model, "settings": settings}
+    results: dict = {"model": args.model, "settings": settings, "manipulation_settings": decode,
+                     "fixed_point_iterations": args.fixed_point_iterations}
 
     figures = {}
     start = time.time()
     wanted = set(args.only or SECTIONS)
     if wanted & {"variations", "interpolation", "pca"}:
         figures["variations"], sources, inversions = inversion_and_variations(variation, scenes, size, decode, args,
-                                                                               results)
+                                                                               results, generation)
     if "interpolation" in wanted:
         figures["interpolation"] = interpolation(variation, sources, inversions, scenes, decode, args, results, size)
     if "text_diff" in wanted:

@@ -81,7 +81,7 @@ def test_eta_zero_reconstructs_the_inverted_image(smooth_pipe):
 def test_reconstruction_with_guidance(smooth_pipe):
     """Guidance makes inversion harder (as for any DDIM inversion); measured at 10 steps: mean 3.7e-3 (plain: 9e-3)."""
     image = smooth_image(0)
-    inversion = smooth_pipe.invert(image, decoder_num_inference_steps=10)  # default guidance 8, 5 refinements
+    inversion = smooth_pipe.invert(image, decoder_num_inference_steps=10, decoder_guidance_scale=8.0)  # 5 refinements
     assert inversion.decoder_guidance_scale == 8.0
     assert (reconstruct(smooth_pipe, inversion) - image).abs().mean() < 8e-3
 
@@ -100,6 +100,21 @@ def test_inversion_through_the_super_resolution_stage():
     assert error.mean() < 6e-3 and error.max() < 3e-2
     not_inverted = pipe.invert(image, decoder_num_inference_steps=10, invert_super_res=False, fixed_point_iterations=0)
     assert not_inverted.super_res_latents is None
+
+
+def test_manipulation_defaults_are_the_invertible_settings(smooth_pipe):
+    """invert, interpolate and text_diff default to no guidance and 25 upsampler steps (see inversion.py)."""
+    import inspect
+
+    from unclip_pipelines.pipelines.inversion import INVERSION_GUIDANCE_SCALE, INVERSION_SUPER_RES_STEPS
+
+    assert (INVERSION_GUIDANCE_SCALE, INVERSION_SUPER_RES_STEPS) == (1.0, 25)
+    for method in (smooth_pipe.invert, smooth_pipe.interpolate, smooth_pipe.text_diff):
+        parameters = inspect.signature(method).parameters
+        assert parameters["decoder_guidance_scale"].default == INVERSION_GUIDANCE_SCALE
+        assert parameters["super_res_num_inference_steps"].default == INVERSION_SUPER_RES_STEPS
+    inversion = smooth_pipe.invert(smooth_image(0), decoder_num_inference_steps=3, fixed_point_iterations=0)
+    assert inversion.decoder_guidance_scale == 1.0
 
 
 def test_inversion_is_deterministic_and_eta_varies(smooth_pipe, inversions):
@@ -129,7 +144,8 @@ def test_interpolation_with_fixed_noise_ends_on_the_two_images(smooth_pipe):
     a, b = smooth_image(0), smooth_image(1)
     noise = torch.randn(1, 3, 32, 32, generator=seeded(7))
     out = smooth_pipe.interpolate(
-        a, b, num_frames=4, decoder_latents=noise, decoder_num_inference_steps=5, output_type="pt"
+        a, b, num_frames=4, decoder_latents=noise, decoder_num_inference_steps=5, output_type="pt",
+        decoder_guidance_scale=2.0,
     )
     assert out.images.shape == (4, 3, 32, 32) and out.image_embeds.shape == (4, 32)
     embeds = smooth_pipe.encode_pixels(torch.cat([a, b]))
@@ -137,7 +153,7 @@ def test_interpolation_with_fixed_noise_ends_on_the_two_images(smooth_pipe):
     for frame, embed in ((0, embeds[:1]), (-1, embeds[1:])):
         single = smooth_pipe(
             image_embeddings=embed, decoder_latents=noise, decoder_eta=0.0, decoder_num_inference_steps=5,
-            output_type="pt",
+            output_type="pt", decoder_guidance_scale=2.0,
         ).images[0]
         assert (out.images[frame] - single).abs().max() < 1e-4
     assert not torch.allclose(out.images[1], out.images[0], atol=1e-3)

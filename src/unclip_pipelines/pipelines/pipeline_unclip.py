@@ -9,6 +9,8 @@ from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..manipulations import slerp
+from ..models.dalle2 import Dalle2PriorNetwork, Dalle2UNet
+from ..models.identity_text_proj import UnCLIPIdentityTextProjModel
 from ..models.text_proj import UnCLIPTextProjModel
 from .base import UnCLIPPipelineBase
 from .image_encoding import ImageEncodingMixin
@@ -57,22 +59,24 @@ class UnCLIPPipeline(
     model_cpu_offload_seq = "text_encoder->prior->" + DECODER_OFFLOAD_SEQ + "->image_encoder"
     _exclude_from_cpu_offload = ["prior"]
     _optional_components = list(SUPER_RES_COMPONENTS) + ["image_encoder", "feature_extractor"]
+    # the InpaintingRegion every stage keeps during one call of UnCLIPInpaintPipeline (None: plain text-to-image)
+    _inpainting = None
 
     def __init__(
         self,
-        prior: PriorTransformer,
-        decoder: UNet2DConditionModel,
+        prior: PriorTransformer | Dalle2PriorNetwork,
+        decoder: UNet2DConditionModel | Dalle2UNet,
         text_encoder: CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
-        text_proj: UnCLIPTextProjModel,
-        super_res_first: UNet2DModel | None,
+        text_proj: UnCLIPTextProjModel | UnCLIPIdentityTextProjModel,
+        super_res_first: UNet2DModel | Dalle2UNet | None,
         super_res_last: UNet2DModel | None,
         prior_scheduler,
         decoder_scheduler,
         super_res_scheduler=None,
-        super_res_2_first: UNet2DModel | None = None,
+        super_res_2_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_2_last: UNet2DModel | None = None,
-        super_res_3_first: UNet2DModel | None = None,
+        super_res_3_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_3_last: UNet2DModel | None = None,
         image_encoder: CLIPVisionModelWithProjection | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
@@ -263,6 +267,7 @@ class UnCLIPPipeline(
             output_type="pt" if rerank else output_type,
             decoder_eta=decoder_eta,
             super_res_eta=super_res_eta,
+            inpainting=self._inpainting,
             **callbacks,
         )
         scores = None

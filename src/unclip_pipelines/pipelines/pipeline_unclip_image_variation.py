@@ -13,10 +13,14 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..manipulations import slerp, text_diff_direction
+from ..models.dalle2 import Dalle2UNet
+from ..models.identity_text_proj import UnCLIPIdentityTextProjModel
 from ..models.text_proj import UnCLIPTextProjModel
 from .image_encoding import ImageEncodingMixin, ImageInput, image_to_tensor, tensor_to_uint8_arrays
 from .inversion import (
     DEFAULT_FIXED_POINT_ITERATIONS,
+    INVERSION_GUIDANCE_SCALE,
+    INVERSION_SUPER_RES_STEPS,
     InversionMixin,
     check_fixed_point_iterations,
     check_noise_mode,
@@ -51,19 +55,19 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
 
     def __init__(
         self,
-        decoder: UNet2DConditionModel,
+        decoder: UNet2DConditionModel | Dalle2UNet,
         text_encoder: CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
-        text_proj: UnCLIPTextProjModel,
+        text_proj: UnCLIPTextProjModel | UnCLIPIdentityTextProjModel,
         feature_extractor: CLIPImageProcessor,
         image_encoder: CLIPVisionModelWithProjection,
-        super_res_first: UNet2DModel | None,
+        super_res_first: UNet2DModel | Dalle2UNet | None,
         super_res_last: UNet2DModel | None,
         decoder_scheduler,
         super_res_scheduler=None,
-        super_res_2_first: UNet2DModel | None = None,
+        super_res_2_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_2_last: UNet2DModel | None = None,
-        super_res_3_first: UNet2DModel | None = None,
+        super_res_3_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_3_last: UNet2DModel | None = None,
     ):
         super().__init__(
@@ -167,8 +171,8 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
         self,
         image: ImageInput,
         decoder_num_inference_steps: int = 25,
-        super_res_num_inference_steps: int | list[int] = 7,
-        decoder_guidance_scale: float = 8.0,
+        super_res_num_inference_steps: int | list[int] = INVERSION_SUPER_RES_STEPS,
+        decoder_guidance_scale: float = INVERSION_GUIDANCE_SCALE,
         image_embeddings: torch.Tensor | None = None,
         invert_super_res: bool = True,
         fixed_point_iterations: int = DEFAULT_FIXED_POINT_ITERATIONS,
@@ -181,13 +185,16 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
             image: PIL image(s), ``np.ndarray`` (HWC / NHWC, uint8 or [0, 1]) or a ``torch.Tensor``
                 ``(B, 3, H, W)`` in [0, 1] — raw pixels, of any size (each stage inverts them resized to its own).
             decoder_num_inference_steps, super_res_num_inference_steps, decoder_guidance_scale: must match those of
-                the decoding (kept in the result; ``pipe(**inversion.call_kwargs())`` reuses them).
+                the decoding (kept in the result; ``pipe(**inversion.call_kwargs())`` reuses them). The defaults (no
+                guidance, 25 steps per upsampler) are the ones DDIM inversion reconstructs with: guidance makes the
+                inverted path inexact, and a few large upsampler steps leave ringing around edges.
             image_embeddings: the images' CLIP embeddings, if already computed.
             invert_super_res: also invert every cascade stage (conditioned on the image at the stage below), so the
                 reconstruction is exact at the output resolution too; otherwise the cascade samples fresh noise.
             fixed_point_iterations: extra model evaluations per inversion step that make the step an exact inverse
                 of the sampler's (:class:`~unclip_pipelines.pipelines.inversion.FixedPointInversion`); 0 is plain
-                DDIM inversion.
+                DDIM inversion. They matter most for ε-prediction decoders (Karlo's), whose x₀ estimate at the first
+                step amplifies any error in ε.
 
         Returns:
             :class:`UnCLIPInversion`.
@@ -242,8 +249,8 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
         num_frames: int = 5,
         noise: str = "fixed",
         decoder_num_inference_steps: int = 25,
-        super_res_num_inference_steps: int | list[int] = 7,
-        decoder_guidance_scale: float = 8.0,
+        super_res_num_inference_steps: int | list[int] = INVERSION_SUPER_RES_STEPS,
+        decoder_guidance_scale: float = INVERSION_GUIDANCE_SCALE,
         generator: torch.Generator | None = None,
         decoder_latents: torch.Tensor | None = None,
         super_res_latents: torch.Tensor | list[torch.Tensor] | None = None,
@@ -314,8 +321,8 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
         num_frames: int = 5,
         max_angle: float = 0.5,
         decoder_num_inference_steps: int = 25,
-        super_res_num_inference_steps: int | list[int] = 7,
-        decoder_guidance_scale: float = 8.0,
+        super_res_num_inference_steps: int | list[int] = INVERSION_SUPER_RES_STEPS,
+        decoder_guidance_scale: float = INVERSION_GUIDANCE_SCALE,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,

@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from .image_encoding import ImageInput, image_to_tensor
-from .output import UnCLIPPipelineOutput
 from .pipeline_unclip import UnCLIPPipeline
 from .stages import upscale
-from .validation import check_positive_int
+from .validation import check_positive_int, check_prompt
 
 MaskInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image]
 
@@ -194,59 +193,32 @@ class UnCLIPInpaintPipeline(UnCLIPPipeline):
         Returns:
             :class:`UnCLIPPipelineOutput`; the unmasked pixels equal the input's (resized to the output resolution).
         """
-        prompts, negative, batch = self.check_inputs(
-            prompt,
-            negative_prompt,
-            num_images_per_prompt,
-            prior_num_inference_steps,
-            prior_guidance_scale,
-            None,
-            generator,
-            "prior",
-            prior_num_candidates,
+        prompts = check_prompt(prompt)
+        check_positive_int(num_images_per_prompt, "num_images_per_prompt")
+        self._inpainting = self.check_inpaint_inputs(
+            image, mask_image, len(prompts) * num_images_per_prompt, resample_steps
         )
-        sr_steps = self.check_decoder_inputs(
-            decoder_num_inference_steps,
-            super_res_num_inference_steps,
-            decoder_guidance_scale,
-            output_type,
-            callback_on_step_end_tensor_inputs,
-            decoder_eta,
-            super_res_eta,
-        )
-        region = self.check_inpaint_inputs(image, mask_image, batch * num_images_per_prompt, resample_steps)
-        device = self._execution_device
-        callbacks = dict(
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
-
-        guided = prior_guidance_scale > 1.0 or decoder_guidance_scale > 1.0
-        text = self.encode_prompt(prompts, device, num_images_per_prompt, guided, negative)
-        image_embeds = self.run_prior(
-            text,
-            prior_num_inference_steps,
-            prior_guidance_scale,
-            generator=generator,
-            latents=prior_latents,
-            num_candidates=prior_num_candidates,
-            **callbacks,
-        )
-        images = self.decode(
-            image_embeds,
-            text,
-            decoder_num_inference_steps=decoder_num_inference_steps,
-            super_res_num_inference_steps=sr_steps,
-            decoder_guidance_scale=decoder_guidance_scale,
-            generator=generator,
-            decoder_latents=decoder_latents,
-            super_res_latents=super_res_latents,
-            output_type=output_type,
-            decoder_eta=decoder_eta,
-            super_res_eta=super_res_eta,
-            inpainting=region,
-            **callbacks,
-        )
-        if not return_dict:
-            return (images,)
-        return UnCLIPPipelineOutput(images=images, image_embeds=image_embeds)
+        try:  # the text-to-image call of UnCLIPPipeline, with every stage keeping the unmasked region
+            return super().__call__(
+                prompt=prompts,
+                negative_prompt=negative_prompt,
+                num_images_per_prompt=num_images_per_prompt,
+                prior_num_inference_steps=prior_num_inference_steps,
+                decoder_num_inference_steps=decoder_num_inference_steps,
+                super_res_num_inference_steps=super_res_num_inference_steps,
+                generator=generator,
+                prior_latents=prior_latents,
+                decoder_latents=decoder_latents,
+                super_res_latents=super_res_latents,
+                prior_guidance_scale=prior_guidance_scale,
+                decoder_guidance_scale=decoder_guidance_scale,
+                prior_num_candidates=prior_num_candidates,
+                decoder_eta=decoder_eta,
+                super_res_eta=super_res_eta,
+                output_type=output_type,
+                return_dict=return_dict,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            )
+        finally:
+            self._inpainting = None
