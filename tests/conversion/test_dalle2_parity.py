@@ -31,13 +31,7 @@ TOL = 1e-5
 SAMPLING_TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # tiny tensors: a second intra-op thread only adds synchronisation, which is very slow on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _prior_call(model, inputs, **extra):

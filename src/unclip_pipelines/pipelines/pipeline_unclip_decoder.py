@@ -8,6 +8,8 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from transformers import CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from ..models.dalle2 import Dalle2UNet
+from ..models.identity_text_proj import UnCLIPIdentityTextProjModel
 from ..models.text_proj import UnCLIPTextProjModel
 from .base import UnCLIPPipelineBase
 from .output import UnCLIPPipelineOutput
@@ -51,17 +53,17 @@ class UnCLIPDecoderPipeline(UnCLIPPipelineBase, TextEncodingMixin, DecoderStageM
 
     def __init__(
         self,
-        decoder: UNet2DConditionModel,
+        decoder: UNet2DConditionModel | Dalle2UNet,
         text_encoder: CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
-        text_proj: UnCLIPTextProjModel,
+        text_proj: UnCLIPTextProjModel | UnCLIPIdentityTextProjModel,
         decoder_scheduler,
-        super_res_first: UNet2DModel | None = None,
+        super_res_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_last: UNet2DModel | None = None,
         super_res_scheduler=None,
-        super_res_2_first: UNet2DModel | None = None,
+        super_res_2_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_2_last: UNet2DModel | None = None,
-        super_res_3_first: UNet2DModel | None = None,
+        super_res_3_first: UNet2DModel | Dalle2UNet | None = None,
         super_res_3_last: UNet2DModel | None = None,
         image_encoder: CLIPVisionModelWithProjection | None = None,
         feature_extractor: CLIPImageProcessor | None = None,

@@ -8,6 +8,7 @@ import torch
 from diffusers import PriorTransformer
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
+from ..models.dalle2 import Dalle2PriorNetwork
 from .base import UnCLIPPipelineBase
 from .output import UnCLIPPriorPipelineOutput
 from .stages import PriorStageMixin, TextEncodingMixin
@@ -40,7 +41,7 @@ class UnCLIPPriorPipeline(UnCLIPPipelineBase, TextEncodingMixin, PriorStageMixin
 
     def __init__(
         self,
-        prior: PriorTransformer,
+        prior: PriorTransformer | Dalle2PriorNetwork,
         text_encoder: CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
         prior_scheduler,

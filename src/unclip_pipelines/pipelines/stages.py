@@ -20,6 +20,15 @@ from diffusers.utils import logging
 
 from ..manipulations import best_of_candidates
 from .denoising import as_unclip_scheduler, denoise, guide, prepare_latents
+from .null_branch import (
+    check_null_branch_decoder,
+    conditional_twice,
+    null_branch_masks,
+    null_branch_super_res_predictor,
+    refuse_unported_sampling,
+    uses_null_branch,
+    warn_if_respaced,
+)
 from .validation import check_callback_inputs, check_eta, check_guidance, check_output_type, check_steps
 
 logger = logging.get_logger(__name__)
@@ -94,7 +103,18 @@ class TextEncodingMixin:
         Encode ``prompt`` (or take precomputed ``text_model_output = (text_embeds, last_hidden_state)`` with its
         ``text_attention_mask``), repeated ``num_images_per_prompt`` times. Under guidance the unconditional rows
         encode ``negative_prompt`` (default: the empty caption, as Karlo was trained).
+
+        When every guided model of the pipeline (``prior``, ``decoder``) is a DALLE2-pytorch port
+        (:func:`uses_null_branch`), nothing is encoded for the unconditional rows: they repeat the conditional ones,
+        which the models replace by their learned null conditioning. Such models take no ``negative_prompt``.
         """
+        guided_models = [getattr(self, name, None) for name in ("prior", "decoder")]
+        null_branch = [uses_null_branch(model) for model in guided_models if model is not None]
+        if negative_prompt is not None and any(null_branch):
+            raise ValueError(
+                "`negative_prompt` cannot be used with DALLE2-pytorch ports: their classifier-free guidance replaces "
+                "the unconditional branch's conditioning by learned null tokens, so there is no prompt to negate."
+            )
         if text_model_output is None:
             embeds, hidden, mask = self._run_text_encoder(prompt, device)
         else:
@@ -106,6 +126,8 @@ class TextEncodingMixin:
         embeds, hidden, mask = (x.repeat_interleave(num_images_per_prompt, dim=0) for x in (embeds, hidden, mask))
         if not do_classifier_free_guidance:
             return TextConditioning(embeds, hidden, mask, guided=False)
+        if null_branch and all(null_branch):
+            return conditional_twice(TextConditioning(embeds, hidden, mask, guided=False))
 
         uncond_prompts = negative_prompt if negative_prompt is not None else [""] * batch_size
         u_embeds, u_hidden, u_mask = self._run_text_encoder(uncond_prompts, device)
@@ -144,6 +166,13 @@ class PriorStageMixin:
         guided = guidance_scale > 1.0 and text.guided
         text = text if guided else text.conditional()
         batch_size = text.embeds.shape[0] // (2 if guided else 1)
+        drop_masks = {}
+        if uses_null_branch(self.prior):
+            refuse_unported_sampling(self.prior, "The prior")
+            warn_if_respaced(self.prior, self.prior_scheduler, num_inference_steps, "prior")
+            if guided:
+                text = conditional_twice(text)
+                drop_masks = null_branch_masks(batch_size, text.embeds.device)
         latents = prepare_latents(
             (batch_size, self.prior.config.embedding_dim),
             text.embeds.dtype,
@@ -162,6 +191,7 @@ class PriorStageMixin:
                 proj_embedding=text.embeds,
                 encoder_hidden_states=text.hidden_states,
                 attention_mask=text.mask,
+                **drop_masks,
             ).predicted_image_embedding
             return guide(prediction, guidance_scale) if guided else prediction
 
@@ -230,6 +260,12 @@ class DecoderStageMixin:
         """``(predict(i, t, model_input), context)``: the decoder's (guided) model output for :func:`denoise`."""
         guided = guidance_scale > 1.0 and text.guided
         text = text if guided else text.conditional()
+        drop_masks, channels = {}, self.decoder.config.in_channels
+        if uses_null_branch(self.decoder):  # DALLE2-pytorch: learned null branch, every output channel guided
+            check_null_branch_decoder(self)
+            text = conditional_twice(text) if guided else text
+            drop_masks = null_branch_masks(image_embeds.shape[0], image_embeds.device) if guided else {}
+            channels = None
         context, time_embeds = self.text_proj(
             image_embeddings=image_embeds,
             prompt_embeds=text.embeds,
@@ -237,7 +273,6 @@ class DecoderStageMixin:
             do_classifier_free_guidance=guided,
         )
         mask = F.pad(text.mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
-        channels = self.decoder.config.in_channels
 
         def predict(i, t, model_input):
             model_input = torch.cat([model_input] * 2) if guided else model_input
@@ -247,6 +282,7 @@ class DecoderStageMixin:
                 encoder_hidden_states=context,
                 class_labels=time_embeds,
                 attention_mask=mask,
+                **drop_masks,
             ).sample
             return guide(output, guidance_scale, channels=channels) if guided else output
 
@@ -271,6 +307,7 @@ class DecoderStageMixin:
         with DDIM at that η; with ``inpainting`` (an :class:`InpaintingRegion`), RePaint-style inpainting.
         """
         predict, context = self.decoder_predictor(image_embeds, text, guidance_scale)
+        warn_if_respaced(self.decoder, self.decoder_scheduler, num_inference_steps, "decoder")
         scheduler = self.stage_sampler(self.decoder_scheduler, eta, inpainting)
         latents = prepare_latents(
             (image_embeds.shape[0], self.decoder.config.in_channels, *self.decoder_sample_size),
@@ -298,8 +335,22 @@ class DecoderStageMixin:
         image = latents.clamp(-1, 1)
         return inpainting.paste(image) if inpainting else image
 
-    def super_res_predictor(self, first, last, upscaled: torch.Tensor, is_last_step: Callable[[int], bool]):
-        """``predict(i, t, model_input)`` of a cascade stage: ``last`` (when present) runs the final sampling step."""
+    def super_res_predictor(
+        self,
+        first,
+        last,
+        upscaled: torch.Tensor,
+        is_last_step: Callable[[int], bool],
+        text: TextConditioning | None = None,
+        guidance_scale: float = 1.0,
+    ):
+        """
+        ``predict(i, t, model_input)`` of a cascade stage: ``last`` (when present) runs the final sampling step.
+        Karlo's upsamplers are unguided and ignore ``text``; a DALLE2-pytorch upsampler conditioned on the caption
+        reads ``text`` and is guided by ``guidance_scale`` (its ``Decoder.sample`` guides every U-Net).
+        """
+        if uses_null_branch(first):
+            return null_branch_super_res_predictor(first, last, upscaled, text, guidance_scale)
 
         def predict(i, t, model_input):
             unet = last if (last is not None and is_last_step(i)) else first
@@ -317,17 +368,23 @@ class DecoderStageMixin:
         callback_on_step_end_tensor_inputs=None,
         eta: float | None = None,
         inpainting=None,
+        text: TextConditioning | None = None,
+        guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """
         Upsamples ``image`` (in [-1, 1]) through every stage of the cascade; no guidance, as in Karlo. ``eta`` and
-        ``inpainting`` as in :meth:`run_decoder`, for every stage.
+        ``inpainting`` as in :meth:`run_decoder`, for every stage. ``text`` and ``guidance_scale`` are only read by
+        DALLE2-pytorch upsamplers conditioned on the caption (see :meth:`super_res_predictor`).
         """
         scheduler = self.stage_sampler(self.super_res_scheduler, eta, inpainting)
         for index, (first, last) in enumerate(self.super_res_stages):
             size = self.super_res_size(first, image.shape[-2:])
-            upscaled = upscale(image, size)
+            upscaled = upscale(image, size, mode=first.config.get("lowres_resample", "bicubic"))
+            # Karlo's upsamplers count the low-res channels in `in_channels`, DALLE2-pytorch's (`lowres_cond`) do not
+            channels = first.config.in_channels - (0 if first.config.get("lowres_cond") else image.shape[1])
+            warn_if_respaced(first, scheduler, num_inference_steps[index], f"super-resolution stage {index + 1}")
             stage_latents = prepare_latents(
-                (image.shape[0], first.config.in_channels - image.shape[1], *size),
+                (image.shape[0], channels, *size),
                 image.dtype,
                 image.device,
                 generator,
@@ -342,7 +399,7 @@ class DecoderStageMixin:
                 scheduler=scheduler,
                 latents=stage_latents,
                 num_inference_steps=num_inference_steps[index],
-                predict=self.super_res_predictor(first, last, upscaled, is_last_step),
+                predict=self.super_res_predictor(first, last, upscaled, is_last_step, text, guidance_scale),
                 generator=generator,
                 callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
@@ -420,6 +477,8 @@ class DecoderStageMixin:
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             eta=super_res_eta,
             inpainting=inpainting,
+            text=text,
+            guidance_scale=decoder_guidance_scale,
         )
         self.maybe_free_model_hooks()
         return self.postprocess(image, output_type)
@@ -429,7 +488,12 @@ class DecoderStageMixin:
         return VaeImageProcessor(do_resize=False).postprocess(image.float(), output_type=output_type)
 
 
-def upscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upscale(image: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """Resize ``image`` to ``size`` for an upsampler: antialiased bicubic (Karlo) or ``"nearest"`` (DALLE2-pytorch)."""
+    if mode == "nearest":
+        return F.interpolate(image, size=size, mode="nearest")
+    if mode != "bicubic":
+        raise ValueError(f"unknown resize mode {mode!r} (expected 'bicubic' or 'nearest').")
     if image.device.type == "mps":  # MPS lacks antialiased bicubic
         return F.interpolate(image, size=size)
     kwargs = {"antialias": True} if "antialias" in inspect.signature(F.interpolate).parameters else {}

@@ -18,13 +18,15 @@ otherwise :class:`~unclip_pipelines.conversion.common.ConversionError` lists the
 Modules: :mod:`.versions` (what each release computes), :mod:`.checkpoints` (loading the files, picking the EMA or
 online weights), :mod:`.config` (training configs, the source release, resolving values), :mod:`.schedulers` (noise
 schedules → ``UnCLIPScheduler`` configs), :mod:`.rules` (key-mapping building blocks), :mod:`.prior`, :mod:`.unet`
-(a U-Net's architecture from its weights), :mod:`.decoder`, :mod:`.pipeline` (one file end to end) and :mod:`.cli`.
+(a U-Net's architecture from its weights), :mod:`.decoder`, :mod:`.pipeline` (one file end to end), :mod:`.folder`
+(a whole ``UnCLIPPipeline`` folder from a prior file, a decoder file and a CLIP text model) and :mod:`.cli`.
 """
 
 from ..common import ConversionError
 from .checkpoints import DECODER, PRIOR, WEIGHT_CHOICES, load_dalle2_checkpoint, read_version, select_state_dict
 from .config import load_config
 from .decoder import convert_dalle2_decoder
+from .folder import Dalle2PipelineConversionResult, convert_dalle2_pipeline
 from .pipeline import Dalle2ConversionResult, convert_dalle2_to_diffusers
 from .prior import convert_dalle2_prior
 from .schedulers import (
@@ -49,8 +51,10 @@ from .versions import (
 # importable from here; the former dalle2_versions.py is .versions, the former dalle2_cli.py is .cli.
 __all__ = [
     "Dalle2ConversionResult",
+    "Dalle2PipelineConversionResult",
     "beta_schedule_betas",
     "convert_dalle2_decoder",
+    "convert_dalle2_pipeline",
     "convert_dalle2_prior",
     "convert_dalle2_to_diffusers",
     "detect_beta_schedule",

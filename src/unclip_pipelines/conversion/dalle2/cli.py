@@ -7,6 +7,7 @@ import sys
 
 from ..common import ConversionError
 from .checkpoints import WEIGHT_CHOICES
+from .folder import convert_dalle2_pipeline
 from .pipeline import convert_dalle2_to_diffusers
 
 EXAMPLE = """\
@@ -15,7 +16,24 @@ examples (LAION's laion/DALLE2-PyTorch files):
       --config prior/prior_config.json --allow-pickle --dump_path ./laion-prior
   python conversion/convert_dalle2_pytorch_to_diffusers.py --checkpoint_path decoder/v1.0.2/latest.pth \\
       --config decoder/v1.0.2/decoder_config.json --image_sizes 64 --dump_path ./laion-decoder
+  # a whole UnCLIPPipeline folder (prior + decoder + a local CLIP text model)
+  python conversion/convert_dalle2_pytorch_to_diffusers.py --prior_checkpoint_path prior/latest.pth \
+      --prior_config prior/prior_config.json --decoder_checkpoint_path decoder/v1.0.2/latest.pth \
+      --decoder_config decoder/v1.0.2/decoder_config.json --image_sizes 64 \
+      --text_encoder_path ./clip-vit-large-patch14 --allow-pickle --dump_path ./laion-dalle2
 """
+
+#: flags of the one-file mode (--checkpoint_path) that the pipeline mode replaces by a prior_ / decoder_ pair
+_ONE_FILE_FLAGS = {"config": "--config", "source_version": "--source_version"}
+_PIPELINE_FLAGS = (
+    "prior_checkpoint_path",
+    "decoder_checkpoint_path",
+    "text_encoder_path",
+    "prior_config",
+    "decoder_config",
+    "prior_source_version",
+    "decoder_source_version",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint_path", required=True, help="trainer checkpoint, tracker model file or state dict")
+    parser.add_argument("--checkpoint_path", help="one file: trainer checkpoint, tracker model file or state dict")
     parser.add_argument("--dump_path", required=True, help="output folder (prior/ or decoder/, super_res_first/, ...)")
+    whole = parser.add_argument_group(
+        "whole pipeline", "instead of --checkpoint_path: write an UnCLIPPipeline folder from a prior and a decoder file"
+    )
+    whole.add_argument("--prior_checkpoint_path", help="the DiffusionPrior file")
+    whole.add_argument("--decoder_checkpoint_path", help="the Decoder file")
+    whole.add_argument(
+        "--text_encoder_path",
+        help="a local folder with a CLIPTextModelWithProjection and its CLIPTokenizer (the CLIP the models used)",
+    )
+    whole.add_argument("--prior_config", help="the prior's training config JSON")
+    whole.add_argument("--decoder_config", help="the decoder's training config JSON")
+    whole.add_argument("--prior_source_version", help="as --source_version, for the prior file")
+    whole.add_argument("--decoder_source_version", help="as --source_version, for the decoder file")
     parser.add_argument("--kind", choices=["auto", "prior", "decoder"], default="auto", help="refuse other kinds")
     parser.add_argument(
         "--weights",
@@ -53,9 +84,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_mode(parser: argparse.ArgumentParser, args) -> bool:
+    """``True`` for the whole-pipeline mode; exits with a usage error on a mix of the two modes."""
+    pipeline_given = [f"--{name}" for name in _PIPELINE_FLAGS if getattr(args, name) is not None]
+    if args.checkpoint_path is not None:
+        if pipeline_given:
+            given = ", ".join(pipeline_given)
+            parser.error(f"--checkpoint_path converts one file; it cannot be combined with {given}.")
+        return False
+    if not pipeline_given:
+        parser.error("give --checkpoint_path (one file), or --prior_checkpoint_path, --decoder_checkpoint_path and "
+                     "--text_encoder_path (a whole pipeline folder).")
+    missing = [f"--{n}" for n in _PIPELINE_FLAGS[:3] if getattr(args, n) is None]
+    if missing:
+        parser.error(f"a whole pipeline folder also needs {', '.join(missing)}.")
+    mixed = [flag for name, flag in _ONE_FILE_FLAGS.items() if getattr(args, name) is not None]
+    if args.kind != "auto":
+        mixed.append("--kind")
+    if mixed:
+        parser.error(f"{', '.join(mixed)} apply to --checkpoint_path; use the --prior_* / --decoder_* flags.")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    whole_pipeline = _check_mode(parser, args)
     try:
+        if whole_pipeline:
+            result = convert_dalle2_pipeline(
+                args.prior_checkpoint_path,
+                args.decoder_checkpoint_path,
+                args.text_encoder_path,
+                args.dump_path,
+                prior_config=args.prior_config,
+                decoder_config=args.decoder_config,
+                weights=args.weights,
+                prior_source_version=args.prior_source_version,
+                decoder_source_version=args.decoder_source_version,
+                image_sizes=tuple(args.image_sizes) if args.image_sizes else None,
+                allow_pickle=args.allow_pickle,
+            )
+            print(result.summary())
+            return 0
         result = convert_dalle2_to_diffusers(
             args.checkpoint_path,
             args.dump_path,

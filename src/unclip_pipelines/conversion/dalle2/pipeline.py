@@ -9,7 +9,7 @@ from typing import Any
 
 from ..common import ConversionError
 from .checkpoints import DECODER, PRIOR, load_dalle2_checkpoint, read_version, select_state_dict
-from .config import load_config
+from .config import _section, load_config
 from .decoder import convert_dalle2_decoder
 from .prior import convert_dalle2_prior
 
@@ -41,6 +41,33 @@ class Dalle2ConversionResult:
         if self.dump_path:
             lines.append(f"  written to {self.dump_path} (safetensors)")
         return "\n".join(lines)
+
+
+def sampler_notes(kind: str, config, schedulers: Mapping[str, dict]) -> list[str]:
+    """
+    Notes on the config's ``sample_timesteps``: below the training steps, DALLE2-pytorch samples with its DDIM
+    sampler, which this package does not reproduce (it reproduces the DDPM sampler, with all training steps).
+    """
+    section = _section(config, kind) if config else {}
+    sample_timesteps = section.get("sample_timesteps")
+    if sample_timesteps is None:
+        return []
+    names = list(schedulers)
+    if isinstance(sample_timesteps, (list, tuple)):
+        per_stage = list(sample_timesteps)
+    else:
+        per_stage = [sample_timesteps] * len(names)
+    notes = []
+    for name, steps in zip(names, per_stage):
+        total = schedulers[name]["num_train_timesteps"]
+        if steps is not None and steps < total:
+            notes.append(
+                f"{name}: the config samples with sample_timesteps={steps} < {total} training steps, i.e. with "
+                "DALLE2-pytorch's DDIM sampler, which is NOT reproduced here; this model is sampled exactly (DDPM) "
+                f"with num_inference_steps={total}, and fewer steps run UnCLIPScheduler's respaced DDPM, a "
+                "different sampler"
+            )
+    return notes
 
 
 def _stage_names(num_unets: int) -> list[tuple[str, str]]:
@@ -99,6 +126,7 @@ def convert_dalle2_to_diffusers(
             models[model_name], schedulers[sched_name] = unet, sched
     if notes_cfg:
         notes.insert(0, f"config: {notes_cfg}")
+    notes.extend(sampler_notes(found_kind, given, schedulers))
     source = next(iter(models.values())).config.source_version
     result = Dalle2ConversionResult(found_kind, entry, source, models, schedulers, notes)
     if dump_path is not None:

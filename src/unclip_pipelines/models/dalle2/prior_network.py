@@ -171,6 +171,9 @@ class Dalle2PriorNetwork(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = False
+    #: classifier-free guidance runs DALLE2-pytorch's null branch: the pipelines' prior stage passes
+    #: ``text_cond_drop_mask`` / ``image_cond_drop_mask`` for the unconditional half (instead of an empty prompt)
+    guidance_null_branch = True
 
     @register_to_config
     def __init__(

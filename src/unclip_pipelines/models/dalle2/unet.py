@@ -35,6 +35,9 @@ UPSAMPLE_TYPES = ("pixel_shuffle", "nearest", "conv_transpose")
 DOWNSAMPLE_TYPES = ("pixel_unshuffle", "conv", "cross_embed")
 SELF_ATTENTION_TYPES = ("plain", "pb_relax", "double_scaled", "cosine_sim")
 CROSS_ATTENTION_TYPES = ("plain", "pb_relax", "scaled", "cosine_sim")
+#: how the pipelines' super-resolution stage resizes the previous stage's image for an upsampler (``lowres_cond``):
+#: DALLE2-pytorch's ``Decoder.sample`` uses ``nearest``; ``bicubic`` is Karlo's (antialiased) resize
+LOWRES_RESAMPLE_MODES = ("nearest", "bicubic")
 
 
 @dataclass
@@ -196,10 +199,16 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
 
     The config keeps DALLE2-pytorch's argument names (``channels`` is ``in_channels``, ``channels_out`` is
     ``out_channels``), plus the switches of the release the weights come from (layer norm, attention scaling, up and
-    down sampling, see :mod:`unclip_pipelines.conversion.dalle2.versions`).
+    down sampling, see :mod:`unclip_pipelines.conversion.dalle2.versions`). ``lowres_resample`` is read by the
+    pipelines' super-resolution stage, not by the network: how the previous stage's image is resized for this
+    upsampler (``nearest``, as DALLE2-pytorch samples).
     """
 
     _supports_gradient_checkpointing = False
+    #: classifier-free guidance runs DALLE2-pytorch's null branch: the pipelines' decoder and super-resolution stages
+    #: pass ``text_cond_drop_mask`` / ``image_cond_drop_mask`` for the unconditional half and guide every output
+    #: channel, the learned-variance ones included, as DALLE2-pytorch does
+    guidance_null_branch = True
 
     @register_to_config
     def __init__(
@@ -250,6 +259,7 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
         self_pb_relax_alpha: float = 128.0,
         cross_pb_relax_alpha: float = 1024.0,
         linear_attention_value_norm: str = "l2norm",
+        lowres_resample: str = "nearest",
         source_version: str | None = None,
     ):
         super().__init__()
@@ -260,6 +270,7 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
         check_choice(self_attention_type, SELF_ATTENTION_TYPES, "self_attention_type")
         check_choice(cross_attention_type, CROSS_ATTENTION_TYPES, "cross_attention_type")
         check_choice(linear_attention_value_norm, LINEAR_ATTENTION_VALUE_NORMS, "linear_attention_value_norm")
+        check_choice(lowres_resample, LOWRES_RESAMPLE_MODES, "lowres_resample")
         if cond_on_text_encodings and not text_embed_dim:
             raise ValueError("`cond_on_text_encodings` needs `text_embed_dim`.")
         if cond_on_image_embeds and not image_embed_dim:
