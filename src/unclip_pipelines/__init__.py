@@ -15,7 +15,13 @@ from .pipelines import (
     UnCLIPPriorPipelineOutput,
     probe_pca_grid,
 )
-from .schedulers import UnCLIPInverseScheduler, UnCLIPScheduler, UnCLIPSchedulerOutput
+from .schedulers import (
+    Dalle2DDIMScheduler,
+    Dalle2DDIMSchedulerOutput,
+    UnCLIPInverseScheduler,
+    UnCLIPScheduler,
+    UnCLIPSchedulerOutput,
+)
 
 __version__ = "0.1.0"
 
@@ -25,6 +31,8 @@ EMBEDDED_MODEL = _os.path.join(_os.path.dirname(__file__), "embedded_model")
 
 __all__ = [
     "EMBEDDED_MODEL",
+    "Dalle2DDIMScheduler",
+    "Dalle2DDIMSchedulerOutput",
     "UnCLIPDecoderPipeline",
     "UnCLIPImageVariationPipeline",
     "UnCLIPInpaintPipeline",

@@ -402,3 +402,86 @@ def test_config_file_is_read(tmp_path, prior_sd):
     with pytest.raises(ConversionError, match="not valid JSON"):
         convert_dalle2_to_diffusers(_save(tmp_path, {"model": prior_sd}), config=bad)
     assert os.path.exists(config)
+
+
+# ------------------------------------------------------------------------------------- sample_timesteps: DDIM stages
+
+
+def test_sample_timesteps_below_the_training_steps_write_dalle2_ddim_schedulers(tmp_path, prior_sd, decoder_sd, capsys):
+    """Prior: DiffusionPrior's DDIM (eta 1, alphas_cumprod_prev); decoder: Decoder's (its ddim_sampling_eta)."""
+    from unclip_pipelines.schedulers import Dalle2DDIMScheduler
+
+    prior = _save(tmp_path, {"model": prior_sd, "version": "1.15.6"}, "prior.pth")
+    config = tmp_path / "prior.json"
+    config.write_text(json.dumps({"prior": {"sample_timesteps": 8}}))
+    assert cli_main(["--checkpoint_path", str(prior), "--config", str(config), "--dump_path", str(tmp_path / "p")]) == 0
+    summary = capsys.readouterr().out
+    assert "prior_scheduler: Dalle2DDIMScheduler squaredcos_cap_v2, 50 training steps, sample" in summary
+    assert "samples with DALLE2-pytorch's prior DDIM in 8 steps, eta=1.0, alphas_cumprod_prev" in summary
+    assert "eta=1.0 from DiffusionPrior's DDIM" in summary
+    scheduler = Dalle2DDIMScheduler.from_pretrained(tmp_path / "p" / "prior_scheduler")
+    assert scheduler.config.timestep_spacing == "prior" and scheduler.config.alphas_cumprod_table == "alphas_cumprod_prev"
+    assert scheduler.config.prediction_type == "sample" and not scheduler.config.clip_sample
+    assert scheduler.config.eta == 1.0
+
+    decoder = _save(tmp_path, {"model": decoder_sd, "version": "1.15.6"}, "decoder.pth")
+    config = {"decoder": {"sample_timesteps": 12, "ddim_sampling_eta": 0.25}}
+    result = convert_dalle2_to_diffusers(decoder, tmp_path / "d", config=config)
+    assert result.sampling_steps == {"decoder_scheduler": 12}
+    scheduler = Dalle2DDIMScheduler.from_pretrained(tmp_path / "d" / "decoder_scheduler")
+    assert scheduler.config.timestep_spacing == "decoder" and scheduler.config.alphas_cumprod_table == "alphas_cumprod"
+    assert scheduler.config.eta == 0.25 and scheduler.config.clip_sample and scheduler.config.clip_sample_range == 1.0
+    assert scheduler.config.prediction_type == "epsilon" and "variance_type" not in scheduler.config
+
+    # all training steps (or none given): DALLE2-pytorch's DDPM, UnCLIPScheduler as before
+    result = convert_dalle2_to_diffusers(decoder, tmp_path / "e", config={"decoder": {"sample_timesteps": 50}})
+    assert result.schedulers["decoder_scheduler"]["_class_name"] == "UnCLIPScheduler"
+    assert result.sampling_steps == {"decoder_scheduler": 50}
+    assert "DALLE2-pytorch's DDPM in all 50 steps, learned_range" in result.summary()
+    assert UnCLIPScheduler.from_pretrained(tmp_path / "e" / "decoder_scheduler").config.variance_type == "learned_range"
+
+
+def test_older_releases_keep_ddpm_with_a_note(tmp_path, prior_sd):
+    """Releases before 1.12.3 had other DDIM samplers (grid, table, noise of epsilon models, default eta)."""
+    path = _save(tmp_path, {"model": prior_sd, "version": "1.11.0"})
+    result = convert_dalle2_to_diffusers(path, tmp_path / "out", config={"prior": {"sample_timesteps": 8}})
+    assert result.schedulers["prior_scheduler"]["_class_name"] == "UnCLIPScheduler"
+    assert result.sampling_steps == {"prior_scheduler": 50}
+    assert any("DDIM sampler of DALLE2-pytorch 1.11.0, which differs" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    "kind, section, message",
+    [
+        ("prior", {"sample_timesteps": 1}, "at least 2 with timestep_spacing='prior'"),
+        ("prior", {"sample_timesteps": 60}, "between 1 and the 50 training steps"),
+        ("decoder", {"sample_timesteps": [4, 4]}, "lists 2 values for 1 U-Nets"),
+        ("decoder", {"sample_timesteps": 4, "ddim_sampling_eta": 2.0}, "`eta` must be a number in \\[0, 1\\]"),
+        ("prior", {"init_image_embed_l2norm": True}, "init_image_embed_l2norm=True"),
+    ],
+)
+def test_sampling_config_refusals(tmp_path, prior_sd, decoder_sd, kind, section, message):
+    state = prior_sd if kind == "prior" else decoder_sd
+    path = _save(tmp_path, {"model": state, "version": "1.15.6"})
+    with pytest.raises(ConversionError, match=message):
+        convert_dalle2_to_diffusers(path, tmp_path / "out", config={kind: section})
+    assert not (tmp_path / "out").exists()
+
+
+def test_noise_conditioned_upsampler_gets_its_sampling_level():
+    torch.manual_seed(0)
+    state = decoder_state_dict()
+    sr = Dalle2UNet(dim=8, dim_mults=(1, 2), lowres_cond=True, lowres_noise_cond=True, attn_heads=2, attn_dim_head=8)
+    state.update({f"unets.1.{k}": v for k, v in sr.state_dict().items()})
+    state.update(noise_scheduler_buffers("noise_schedulers.1.", "linear"))
+    state.update(noise_scheduler_buffers("lowres_conds.1.noise_scheduler.", "linear", 1000))
+    unets, _, notes = convert_dalle2_decoder(state, source_version="1.15.6")
+    assert unets[1].config.lowres_noise_sample_level == 0.2
+    assert any("lowres_noise_sample_level = 0.2 (NOT inferable" in note for note in notes)
+    unets, _, _ = convert_dalle2_decoder(state, source_version="1.15.6", config={"decoder": {"lowres_noise_sample_level": 0.1}})
+    assert unets[1].config.lowres_noise_sample_level == 0.1
+    with pytest.raises(ConversionError, match="lowres_noise_sample_level=1.5"):
+        convert_dalle2_decoder(state, source_version="1.15.6", config={"decoder": {"lowres_noise_sample_level": 1.5}})
+    state.update(noise_scheduler_buffers("lowres_conds.1.noise_scheduler.", "cosine", 1000))
+    with pytest.raises(ConversionError, match="linear 1000-step one only"):
+        convert_dalle2_decoder(state, source_version="1.15.6")

@@ -15,7 +15,13 @@ import json
 import pytest
 import torch
 
-from unclip_pipelines import UnCLIPDecoderPipeline, UnCLIPPipeline, UnCLIPPriorPipeline
+from unclip_pipelines import (
+    Dalle2DDIMScheduler,
+    UnCLIPDecoderPipeline,
+    UnCLIPPipeline,
+    UnCLIPPriorPipeline,
+    UnCLIPScheduler,
+)
 from unclip_pipelines.conversion import ConversionError
 from unclip_pipelines.conversion.dalle2 import convert_dalle2_pipeline
 from unclip_pipelines.conversion.dalle2.cli import main as cli_main
@@ -155,6 +161,26 @@ def test_folder_layout_and_unguided_call(port_folder):
     assert images.shape == (2, 3, 8, 8)
 
 
+def test_respacing_warning_only_without_dalle2_ddim(port_folder, caplog):
+    """Fewer steps than trained through UnCLIPScheduler is not DALLE2-pytorch's sampler (warned); through
+    Dalle2DDIMScheduler it is DALLE2-pytorch's DDIM (no warning)."""
+    pipe = UnCLIPPipeline.from_pretrained(port_folder)
+    kwargs = {"prior_num_inference_steps": 3, "decoder_num_inference_steps": 2, "output_type": "pt"}
+    with caplog.at_level("WARNING", logger="unclip_pipelines.pipelines.null_branch"):
+        pipe(PROMPTS, **kwargs)
+    warned = [r.getMessage() for r in caplog.records if "not DALLE2-pytorch's sampler" in r.getMessage()]
+    assert len(warned) == 2 and "timestep_spacing='prior', alphas_cumprod_table='alphas_cumprod_prev'" in warned[0]
+    caplog.clear()
+    pipe.prior_scheduler = Dalle2DDIMScheduler.from_config(
+        pipe.prior_scheduler.config, timestep_spacing="prior", alphas_cumprod_table="alphas_cumprod_prev", eta=1.0
+    )
+    pipe.decoder_scheduler = Dalle2DDIMScheduler.from_config(pipe.decoder_scheduler.config)
+    with caplog.at_level("WARNING", logger="unclip_pipelines.pipelines.null_branch"):
+        images = pipe(PROMPTS, **kwargs).images
+    assert torch.isfinite(images).all()
+    assert not [r for r in caplog.records if "not DALLE2-pytorch's sampler" in r.getMessage()]
+
+
 def test_guided_unconditional_half_is_not_encoded(port_folder):
     """Under guidance the unconditional rows repeat the conditional ones (the ports swap in their null tokens)."""
     pipe = UnCLIPPipeline.from_pretrained(port_folder)
@@ -207,27 +233,71 @@ def test_port_decoder_with_karlo_text_proj_is_refused(port_folder):
         pipe(PROMPTS, prior_num_inference_steps=1, decoder_num_inference_steps=1)
 
 
-def test_self_conditioned_decoder_is_refused(tmp_path, clip_folder):
+def test_self_conditioned_decoder_runs_and_needs_x0_from_its_scheduler(tmp_path, clip_folder):
+    """Self-conditioning is sampled (parity: test_dalle2_sampling.py); a scheduler whose step output has no
+    ``pred_original_sample`` (DPM-Solver) cannot feed it and is refused."""
+    from diffusers import DPMSolverMultistepScheduler
+
     prior, decoder = _write_port_files(tmp_path, {"self_cond": True})
     convert_dalle2_pipeline(prior, decoder, clip_folder, tmp_path / "out", image_sizes=(8,))
     pipe = UnCLIPPipeline.from_pretrained(tmp_path / "out")
-    with pytest.raises(ValueError, match="self-conditioning"):
-        pipe(PROMPTS, prior_num_inference_steps=1, decoder_num_inference_steps=1)
+    assert pipe.decoder.config.self_cond
+    images = pipe(PROMPTS, prior_num_inference_steps=2, decoder_num_inference_steps=2, output_type="pt").images
+    assert torch.isfinite(images).all()
+    pipe.decoder_scheduler = DPMSolverMultistepScheduler.from_config(pipe.decoder_scheduler.config)
+    with pytest.raises(ValueError, match="carries no `pred_original_sample`"):
+        pipe(PROMPTS, prior_num_inference_steps=1, decoder_num_inference_steps=2)
 
 
-@pytest.mark.parametrize("case", ["noise_conditioned", "with_last_model"])
-def test_unported_upsampler_sampling_is_refused(port_folder, case):
-    from unclip_pipelines.schedulers import UnCLIPScheduler
+def test_noise_conditioned_upsampler_runs(port_folder):
+    """Imagen-style noise conditioning (parity: test_dalle2_sampling.py): the low-res image is noised to the
+    U-Net's ``lowres_noise_sample_level`` and that level passed."""
+    pipe = UnCLIPPipeline.from_pretrained(port_folder)
+    upsampler = Dalle2UNet(dim=8, dim_mults=(1, 2), lowres_cond=True, attn_heads=2, attn_dim_head=8, sample_size=16,
+                           lowres_noise_cond=True, lowres_noise_sample_level=0.5)
+    pipe = UnCLIPPipeline(**{**pipe.components, "super_res_first": upsampler,
+                             "super_res_scheduler": UnCLIPScheduler(num_train_timesteps=50)})
+    out = pipe(PROMPTS, prior_num_inference_steps=1, decoder_num_inference_steps=1, super_res_num_inference_steps=2,
+               output_type="pt", generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 3, 16, 16) and torch.isfinite(out.images).all()
+    with pytest.raises(ValueError, match="lowres_noise_sample_level"):
+        Dalle2UNet(dim=8, dim_mults=(1,), lowres_noise_sample_level=1.0)
 
+
+def test_inversion_through_self_or_noise_conditioned_ports_is_refused(port_folder, tmp_path, clip_folder):
+    """DDIM inversion does not reproduce a sampler that feeds back x_0 or noises its low-res input: refused."""
+    from unclip_pipelines import UnCLIPImageVariationPipeline
+
+    def variation(pipe):
+        parts = {k: v for k, v in pipe.components.items() if k not in ("prior", "prior_scheduler")}
+        return UnCLIPImageVariationPipeline(**{"image_encoder": None, "feature_extractor": None, **parts})
+
+    pipe = UnCLIPPipeline.from_pretrained(port_folder)
+    upsampler = Dalle2UNet(dim=8, dim_mults=(1, 2), lowres_cond=True, attn_heads=2, attn_dim_head=8, sample_size=16,
+                           lowres_noise_cond=True)
+    noisy = variation(UnCLIPPipeline(**{**pipe.components, "super_res_first": upsampler,
+                                        "super_res_scheduler": UnCLIPScheduler(num_train_timesteps=50)}))
+    image, embeds = torch.rand(1, 3, 16, 16), torch.randn(1, 32)
+    settings = {"image_embeddings": embeds, "decoder_num_inference_steps": 2, "super_res_num_inference_steps": 2,
+                "fixed_point_iterations": 0}
+    with pytest.raises(ValueError, match="super-resolution stage 1 is a self-conditioned or noise-conditioned"):
+        noisy.invert(image, **settings)
+    assert noisy.invert(image, invert_super_res=False, **settings).super_res_latents is None
+
+    prior, decoder = _write_port_files(tmp_path, {"self_cond": True})
+    convert_dalle2_pipeline(prior, decoder, clip_folder, tmp_path / "out", image_sizes=(8,))
+    with pytest.raises(ValueError, match="decoder is a self-conditioned"):
+        variation(UnCLIPPipeline.from_pretrained(tmp_path / "out")).invert(image, **settings)
+
+
+def test_upsampler_with_last_model_is_refused(port_folder):
     pipe = UnCLIPPipeline.from_pretrained(port_folder)
     kwargs = {"dim": 8, "dim_mults": (1, 2), "lowres_cond": True, "attn_heads": 2, "attn_dim_head": 8,
               "sample_size": 16}
-    upsampler = Dalle2UNet(**kwargs, lowres_noise_cond=case == "noise_conditioned")
-    extra = {"super_res_last": Dalle2UNet(**kwargs)} if case == "with_last_model" else {}
-    pipe = UnCLIPPipeline(**{**pipe.components, "super_res_first": upsampler,
-                             "super_res_scheduler": UnCLIPScheduler(num_train_timesteps=50), **extra})
-    message = "noise conditioning" if case == "noise_conditioned" else "takes no `super_res_\\*_last`"
-    with pytest.raises(ValueError, match=message):
+    pipe = UnCLIPPipeline(**{**pipe.components, "super_res_first": Dalle2UNet(**kwargs),
+                             "super_res_scheduler": UnCLIPScheduler(num_train_timesteps=50),
+                             "super_res_last": Dalle2UNet(**kwargs)})
+    with pytest.raises(ValueError, match="takes no `super_res_\\*_last`"):
         pipe(PROMPTS, prior_num_inference_steps=1, decoder_num_inference_steps=1, super_res_num_inference_steps=1)
 
 
@@ -250,7 +320,7 @@ def test_upsamplers_with_different_schedules_are_refused(tmp_path, clip_folder):
         state.update(noise_scheduler_buffers(f"noise_schedulers.{u}.", schedule))
     torch.save({"model": state, "version": "1.15.6"}, tmp_path / "decoder.pth")
     torch.save({"model": prior_state_dict(), "version": "1.15.6"}, tmp_path / "prior.pth")
-    with pytest.raises(ConversionError, match="different noise schedules"):
+    with pytest.raises(ConversionError, match="different noise schedules or samplers"):
         convert_dalle2_pipeline(tmp_path / "prior.pth", tmp_path / "decoder.pth", clip_folder, tmp_path / "out",
                                 image_sizes=(8, 16, 32))
 
@@ -265,8 +335,13 @@ def test_cli_pipeline_mode(tmp_path, clip_folder, capsys):
     summary = capsys.readouterr().out
     assert code == 0
     assert "wrote UnCLIPPipeline (7 components" in summary
-    assert "sample_timesteps=10 < 50 training steps" in summary and "DDIM sampler, which is NOT reproduced" in summary
-    assert json.loads((tmp_path / "out" / "sampling_defaults.json").read_text())["prior_num_inference_steps"] == 50
+    assert "sample_timesteps=10 < 50 training steps" in summary and "written as Dalle2DDIMScheduler" in summary
+    assert "prior_scheduler: Dalle2DDIMScheduler squaredcos_cap_v2, 50 training steps" in summary
+    defaults = json.loads((tmp_path / "out" / "sampling_defaults.json").read_text())
+    assert defaults["prior_num_inference_steps"] == 10 and defaults["decoder_num_inference_steps"] == 50
+    pipe = UnCLIPPipeline.from_pretrained(tmp_path / "out")
+    assert isinstance(pipe.prior_scheduler, Dalle2DDIMScheduler)
+    assert isinstance(pipe.decoder_scheduler, UnCLIPScheduler)
 
     bad = cli_main(["--prior_checkpoint_path", str(prior), "--decoder_checkpoint_path", str(decoder),
                     "--text_encoder_path", str(tmp_path / "nope"), "--dump_path", str(tmp_path / "o2")])

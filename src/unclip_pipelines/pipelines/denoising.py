@@ -102,7 +102,8 @@ def denoise(
     does not use a learned variance, extra output channels are dropped before ``step``. ``callback_on_step_end`` is
     called as in diffusers (``callback(pipe, i, t, callback_kwargs) -> dict``); it may replace ``latents``.
     ``pipe.stage`` names the running stage ("prior", "decoder", "super_res_1", ...). A ``refinement``
-    (:class:`StepRefinement`) repeats and adjusts every step (RePaint inpainting, fixed-point inversion).
+    (:class:`StepRefinement`) repeats and adjusts every step (RePaint inpainting, fixed-point inversion). A
+    ``predict`` with an ``observe_step`` method gets every scheduler output (self-conditioning reads its x_0).
     """
     scheduler.set_timesteps(num_inference_steps, device=latents.device)
     timesteps = scheduler.timesteps
@@ -112,6 +113,7 @@ def denoise(
     pipe._num_timesteps = len(timesteps)
 
     passes = refinement.passes if refinement is not None else 1
+    observe_step = getattr(predict, "observe_step", None)  # self-conditioned networks read each step's x_0
 
     for i, t in enumerate(pipe.progress_bar(timesteps)):
         model_sample = step_sample = stepped = latents
@@ -122,7 +124,10 @@ def denoise(
             model_output = predict(i, t, model_input)
             if not keep_variance and model_output.shape[1] != latents.shape[1] and latents.ndim == 4:
                 model_output = model_output[:, : latents.shape[1]]
-            stepped = scheduler.step(model_output, t, step_sample, **kwargs).prev_sample
+            output = scheduler.step(model_output, t, step_sample, **kwargs)
+            stepped = output.prev_sample
+            if observe_step is not None:
+                observe_step(output)
             if refinement is not None:
                 stepped = refinement.after_step(stepped, t)
         latents = stepped

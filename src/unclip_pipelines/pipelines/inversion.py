@@ -13,6 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..manipulations import slerp
 from ..schedulers.scheduling_unclip import UnCLIPInverseScheduler
 from .denoising import denoise
+from .null_branch import refuse_port_inversion
 from .output import UnCLIPInversion
 from .stages import TextConditioning, upscale
 
@@ -100,6 +101,10 @@ class InversionMixin:
         at its resolution, conditioned on the image at the stage below, as its sampling will be after an exact
         reconstruction.
         """
+        refuse_port_inversion(self.decoder, "decoder")
+        if invert_super_res:
+            for index, (first, _) in enumerate(self.super_res_stages):
+                refuse_port_inversion(first, f"super-resolution stage {index + 1}")
         sizes = self.output_sizes
         stage_images = [upscale(pixels, size).clamp(-1, 1) for size in sizes]
         predict, _ = self.decoder_predictor(image_embeds, text, decoder_guidance_scale)

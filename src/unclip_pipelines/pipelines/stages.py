@@ -23,9 +23,10 @@ from .denoising import as_unclip_scheduler, denoise, guide, prepare_latents
 from .null_branch import (
     check_null_branch_decoder,
     conditional_twice,
+    noise_lowres_condition,
     null_branch_masks,
     null_branch_super_res_predictor,
-    refuse_unported_sampling,
+    self_conditioned,
     uses_null_branch,
     warn_if_respaced,
 )
@@ -168,7 +169,6 @@ class PriorStageMixin:
         batch_size = text.embeds.shape[0] // (2 if guided else 1)
         drop_masks = {}
         if uses_null_branch(self.prior):
-            refuse_unported_sampling(self.prior, "The prior")
             warn_if_respaced(self.prior, self.prior_scheduler, num_inference_steps, "prior")
             if guided:
                 text = conditional_twice(text)
@@ -183,7 +183,7 @@ class PriorStageMixin:
             "prior_latents",
         )
 
-        def predict(i, t, model_input):
+        def predict(i, t, model_input, self_cond=None):
             model_input = torch.cat([model_input] * 2) if guided else model_input
             prediction = self.prior(
                 model_input,
@@ -192,6 +192,7 @@ class PriorStageMixin:
                 encoder_hidden_states=text.hidden_states,
                 attention_mask=text.mask,
                 **drop_masks,
+                **({"self_cond": self_cond} if self_cond is not None else {}),
             ).predicted_image_embedding
             return guide(prediction, guidance_scale) if guided else prediction
 
@@ -201,7 +202,7 @@ class PriorStageMixin:
             scheduler=self.prior_scheduler,
             latents=latents,
             num_inference_steps=num_inference_steps,
-            predict=predict,
+            predict=self_conditioned(self.prior, predict, guided),
             generator=generator,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
@@ -274,7 +275,7 @@ class DecoderStageMixin:
         )
         mask = F.pad(text.mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
 
-        def predict(i, t, model_input):
+        def predict(i, t, model_input, self_cond=None):
             model_input = torch.cat([model_input] * 2) if guided else model_input
             output = self.decoder(
                 sample=model_input,
@@ -283,10 +284,11 @@ class DecoderStageMixin:
                 class_labels=time_embeds,
                 attention_mask=mask,
                 **drop_masks,
+                **({"self_cond": self_cond} if self_cond is not None else {}),
             ).sample
             return guide(output, guidance_scale, channels=channels) if guided else output
 
-        return predict, context
+        return self_conditioned(self.decoder, predict, guided), context
 
     def run_decoder(
         self,
@@ -380,6 +382,7 @@ class DecoderStageMixin:
         for index, (first, last) in enumerate(self.super_res_stages):
             size = self.super_res_size(first, image.shape[-2:])
             upscaled = upscale(image, size, mode=first.config.get("lowres_resample", "bicubic"))
+            upscaled = noise_lowres_condition(first, upscaled, generator)  # DALLE2-pytorch's lowres_noise_cond only
             # Karlo's upsamplers count the low-res channels in `in_channels`, DALLE2-pytorch's (`lowres_cond`) do not
             channels = first.config.in_channels - (0 if first.config.get("lowres_cond") else image.shape[1])
             warn_if_respaced(first, scheduler, num_inference_steps[index], f"super-resolution stage {index + 1}")

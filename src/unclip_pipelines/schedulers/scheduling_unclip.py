@@ -94,24 +94,10 @@ class UnCLIPScheduler(SchedulerMixin, ConfigMixin):
             raise TypeError(f"`num_train_timesteps` must be an int, got {type(num_train_timesteps).__name__}.")
         if num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be at least 1, got {num_train_timesteps}.")
-        self._keep_config_explicit()
+        keep_config_explicit(self)
 
-        if beta_schedule == "squaredcos_cap_v2":
-            self.betas = betas_for_alpha_bar(num_train_timesteps)
-            self.alphas = 1.0 - self.betas
-            self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        elif beta_schedule == "linear":
-            _check_beta_range(beta_schedule, beta_start, beta_end)
-            self.betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
-            _check_betas(beta_schedule, self.betas, beta_start, beta_end)
-            self.alphas = 1.0 - self.betas
-            self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        else:
-            betas = _dalle2_betas(beta_schedule, int(num_train_timesteps), beta_start, beta_end)
-            # as DALLE2-pytorch's NoiseScheduler: the cumulative product in the betas' own precision, then float32
-            self.betas = betas.to(torch.float32)
-            self.alphas = 1.0 - self.betas
-            self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+        self.betas, self.alphas_cumprod = noise_schedule(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        self.alphas = 1.0 - self.betas
         # timesteps where x_t is pure noise (ᾱ = 0: jsd's last step); found once, not at every sampling step
         self._pure_noise_timesteps = frozenset(torch.nonzero(self.alphas_cumprod == 0).flatten().tolist())
         self.one = torch.tensor(1.0)
@@ -127,16 +113,6 @@ class UnCLIPScheduler(SchedulerMixin, ConfigMixin):
                 f"noise schedule has ᾱ_{t} = 0 (its beta reaches 1), so x_t is pure noise there. Such a schedule "
                 "needs a 'v_prediction' or 'sample' model (DALLE2-pytorch's own sampler returns NaN here)."
             )
-
-    def _keep_config_explicit(self) -> None:
-        # ConfigMixin lists arguments left at their defaults in `_use_default_values`, and `from_config` of another
-        # scheduler class then drops them (DPMSolverMultistepScheduler would silently fall back to a linear beta
-        # schedule). The noise schedule, prediction type and clipping belong to the trained model, so every value
-        # travels with the config.
-        if "_use_default_values" in self._internal_dict:
-            internal = dict(self._internal_dict)
-            internal.pop("_use_default_values")
-            self._internal_dict = FrozenDict(internal)
 
     @property
     def variance_type(self) -> str:
@@ -328,13 +304,55 @@ class UnCLIPScheduler(SchedulerMixin, ConfigMixin):
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
     ) -> torch.Tensor:
         """The forward process ``q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I)``, for training."""
-        alphas_cumprod = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
-        alpha_prod = alphas_cumprod[timesteps.to(original_samples.device).long()]
-        alpha_prod = alpha_prod.reshape(-1, *([1] * (original_samples.ndim - 1)))
-        return alpha_prod**0.5 * original_samples + (1 - alpha_prod) ** 0.5 * noise
+        return forward_process(self.alphas_cumprod, original_samples, noise, timesteps)
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+def forward_process(
+    alphas_cumprod: torch.Tensor, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
+) -> torch.Tensor:
+    """``sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`` for each row's timestep (``add_noise`` of the unCLIP schedulers)."""
+    alphas_cumprod = alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+    alpha_prod = alphas_cumprod[timesteps.to(original_samples.device).long()]
+    alpha_prod = alpha_prod.reshape(-1, *([1] * (original_samples.ndim - 1)))
+    return alpha_prod**0.5 * original_samples + (1 - alpha_prod) ** 0.5 * noise
+
+
+def keep_config_explicit(scheduler: ConfigMixin) -> None:
+    """
+    ConfigMixin lists arguments left at their defaults in ``_use_default_values``, and ``from_config`` of another
+    scheduler class then drops them (DPMSolverMultistepScheduler would silently fall back to a linear beta schedule).
+    The noise schedule, prediction type and clipping belong to the trained model, so every value travels with the
+    config.
+    """
+    if "_use_default_values" in scheduler._internal_dict:
+        internal = dict(scheduler._internal_dict)
+        internal.pop("_use_default_values")
+        scheduler._internal_dict = FrozenDict(internal)
+
+
+def noise_schedule(
+    beta_schedule: str, num_train_timesteps: int, beta_start: float = 0.0001, beta_end: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    ``(betas, alphas_cumprod)`` in float32 of one of :class:`UnCLIPScheduler`'s ``beta_schedule`` values (see its
+    docstring; ``quadratic`` / ``sigmoid`` / ``jsd`` exactly as DALLE2-pytorch's ``NoiseScheduler`` buffers).
+    """
+    if beta_schedule not in _BETA_SCHEDULES:
+        raise ValueError(f"`beta_schedule` must be one of {_BETA_SCHEDULES}, got {beta_schedule!r}.")
+    if beta_schedule == "squaredcos_cap_v2":
+        betas = betas_for_alpha_bar(num_train_timesteps)
+        return betas, torch.cumprod(1.0 - betas, dim=0)
+    if beta_schedule == "linear":
+        _check_beta_range(beta_schedule, beta_start, beta_end)
+        betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+        _check_betas(beta_schedule, betas, beta_start, beta_end)
+        return betas, torch.cumprod(1.0 - betas, dim=0)
+    betas = _dalle2_betas(beta_schedule, int(num_train_timesteps), beta_start, beta_end)
+    # as DALLE2-pytorch's NoiseScheduler: the cumulative product in the betas' own precision, then float32
+    return betas.to(torch.float32), torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
 
 
 def _is_real(value) -> bool:

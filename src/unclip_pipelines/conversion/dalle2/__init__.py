@@ -17,8 +17,9 @@ otherwise :class:`~unclip_pipelines.conversion.common.ConversionError` lists the
 
 Modules: :mod:`.versions` (what each release computes), :mod:`.checkpoints` (loading the files, picking the EMA or
 online weights), :mod:`.config` (training configs, the source release, resolving values), :mod:`.schedulers` (noise
-schedules → ``UnCLIPScheduler`` configs), :mod:`.rules` (key-mapping building blocks), :mod:`.prior`, :mod:`.unet`
-(a U-Net's architecture from its weights), :mod:`.decoder`, :mod:`.pipeline` (one file end to end), :mod:`.folder`
+schedules → ``UnCLIPScheduler`` / ``Dalle2DDIMScheduler`` configs), :mod:`.rules` (key-mapping building blocks),
+:mod:`.prior`, :mod:`.unet` (a U-Net's architecture from its weights), :mod:`.decoder`, :mod:`.pipeline` (one file
+end to end, and which stages DALLE2-pytorch samples with DDIM), :mod:`.folder`
 (a whole ``UnCLIPPipeline`` folder from a prior file, a decoder file and a CLIP text model) and :mod:`.cli`.
 """
 

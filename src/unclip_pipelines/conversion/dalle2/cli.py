@@ -39,7 +39,8 @@ _PIPELINE_FLAGS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Convert a lucidrains DALLE2-pytorch prior or decoder checkpoint into native diffusers ports "
-        "(Dalle2PriorNetwork / Dalle2UNet) with UnCLIPScheduler configs, saved as safetensors.",
+        "(Dalle2PriorNetwork / Dalle2UNet) with UnCLIPScheduler (DDPM) or Dalle2DDIMScheduler (the config's "
+        "sample_timesteps < timesteps) configs, saved as safetensors.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

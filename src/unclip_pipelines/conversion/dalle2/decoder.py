@@ -96,6 +96,8 @@ def convert_dalle2_decoder(
             unet_view = {re.sub(r"\.gamma$", ".g", re.sub(r"\.beta$", ".b", k)): v for k, v in unet_view.items()}
         unet_notes: list[str] = []
         cfg = _infer_unet_config(u, unet_view, semantics, unet_cfgs[u] if unet_cfgs else {}, decoder_cfg, unet_notes)
+        if cfg["lowres_noise_cond"]:
+            cfg["lowres_noise_sample_level"] = _lowres_noise_level(decoder_cfg, lowres_noise.get(u), what, u, unet_notes)
         if sizes:
             cfg["sample_size"] = int(sizes[u])
             unet_notes.append(f"sample_size = {sizes[u]} (from {'--image_sizes' if image_sizes else 'the config'})")
@@ -128,9 +130,9 @@ def convert_dalle2_decoder(
         predict_x_start = _per(decoder_cfg.get("predict_x_start", False), num_unets)[u]
         predict_v = _per(decoder_cfg.get("predict_v", False), num_unets)[u]
         if decoder_cfg.get("use_dynamic_thres"):
-            raise ConversionError(f"{what}: use_dynamic_thres=True (dynamic thresholding) is not available in UnCLIPScheduler.")
+            raise ConversionError(f"{what}: use_dynamic_thres=True (dynamic thresholding) is not available in this package's schedulers.")
         if decoder_cfg.get("learned_variance_constrain_frac"):
-            raise ConversionError(f"{what}: learned_variance_constrain_frac=True is not available in UnCLIPScheduler.")
+            raise ConversionError(f"{what}: learned_variance_constrain_frac=True is not available in this package's schedulers.")
         config_lv = decoder_cfg.get("learned_variance")
         learned_variance = cfg["out_channels"] == 2 * cfg["in_channels"]
         if config_lv is not None and bool(_per(config_lv, num_unets)[u]) != learned_variance:
@@ -147,11 +149,6 @@ def convert_dalle2_decoder(
             )
         )
         unet_notes.append(f"noise schedule: {schedule}, {timesteps} steps; prediction: {prediction}")
-        if u in lowres_noise:
-            unet_notes.append(
-                "low-res conditioning uses Imagen-style noising (linear schedule, sampled at level "
-                f"{decoder_cfg.get('lowres_noise_sample_level', 0.2)}); pass lowres_noise_level to the U-Net"
-            )
         if unet_cfg:
             unknown = set(unet_cfg) - _KNOWN_UNET_CONFIG
             if unknown:
@@ -159,6 +156,24 @@ def convert_dalle2_decoder(
         notes.append(f"unet {u + 1}:")
         notes.extend("  " + n for n in unet_notes)
     return unets, scheds, notes
+
+
+def _lowres_noise_level(decoder_cfg: Mapping, schedule, what: str, u: int, notes: list[str]) -> float:
+    """``lowres_noise_sample_level`` of a ``lowres_noise_cond`` upsampler (Decoder config, else 0.2), checked."""
+    if schedule is not None and tuple(schedule) != ("linear", 1000):
+        raise ConversionError(
+            f"{what} unet {u + 1}: the low-res conditioner noises with a {schedule[0]} schedule of {schedule[1]} steps; "
+            "the super-resolution stage reproduces DALLE2-pytorch's linear 1000-step one only."
+        )
+    level = decoder_cfg.get("lowres_noise_sample_level", 0.2)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level < 1:
+        raise ConversionError(f"{what}: the config's lowres_noise_sample_level={level!r} must be a number in [0, 1).")
+    source = "from the config" if "lowres_noise_sample_level" in decoder_cfg else "NOT inferable; DALLE2-pytorch default"
+    notes.append(
+        f"lowres_noise_sample_level = {level} ({source}): Imagen-style noise conditioning, the super-resolution stage "
+        f"noises the low-res image to step {int(level * 1000)} of a linear 1000-step schedule and passes that level"
+    )
+    return float(level)
 
 
 _KNOWN_UNET_CONFIG = {

@@ -13,6 +13,7 @@ from typing import Any
 from ..common import ConversionError
 from .checkpoints import DECODER, PRIOR
 from .pipeline import Dalle2ConversionResult, convert_dalle2_to_diffusers
+from .schedulers import build_scheduler
 
 
 @dataclass
@@ -97,14 +98,14 @@ def convert_dalle2_pipeline(
     folder with a ``CLIPTextModelWithProjection`` and its ``CLIPTokenizer``, e.g. ``openai/clip-vit-large-patch14``
     for LAION's models) and an :class:`~unclip_pipelines.models.UnCLIPIdentityTextProjModel` as ``text_proj``.
 
-    The folder's ``sampling_defaults.json`` sets every stage's steps to its training steps, the only setting at which
-    the pipelines reproduce DALLE2-pytorch's sampler (DDPM). Upsamplers share the pipeline's one
-    ``super_res_scheduler``, so all of them must have the same noise schedule. Nothing is written unless everything
-    converted.
+    The folder's ``sampling_defaults.json`` sets every stage's steps to those DALLE2-pytorch samples it with: its
+    training steps (DDPM, ``UnCLIPScheduler``), or the config's ``sample_timesteps`` when they are fewer (DDIM, a
+    :class:`~unclip_pipelines.schedulers.Dalle2DDIMScheduler`). Upsamplers share the pipeline's one
+    ``super_res_scheduler``, so all of them must have the same noise schedule and sampler. Nothing is written unless
+    everything converted.
     """
     from ...models import UnCLIPIdentityTextProjModel
     from ...pipelines import UnCLIPPipeline
-    from ...schedulers import UnCLIPScheduler
 
     common = {"weights": weights, "allow_pickle": allow_pickle}
     prior = convert_dalle2_to_diffusers(
@@ -123,11 +124,12 @@ def convert_dalle2_pipeline(
     sr_scheds = {name: cfg for name, cfg in decoder.schedulers.items() if name.startswith("super_res")}
     if len({tuple(sorted(cfg.items())) for cfg in sr_scheds.values()}) > 1:
         described = "; ".join(
-            f"{name}: {cfg['beta_schedule']}, {cfg['num_train_timesteps']} steps, {cfg['prediction_type']}"
+            f"{name}: {cfg.get('_class_name')} {cfg['beta_schedule']}, {cfg['num_train_timesteps']} steps, "
+            f"{cfg['prediction_type']}"
             for name, cfg in sr_scheds.items()
         )
         raise ConversionError(
-            "the decoder's upsamplers have different noise schedules, but an UnCLIPPipeline runs its whole "
+            "the decoder's upsamplers have different noise schedules or samplers, but an UnCLIPPipeline runs its whole "
             f"super-resolution cascade with one `super_res_scheduler` ({described}). Convert the decoder file alone "
             "(--checkpoint_path) to get one scheduler folder per upsampler."
         )
@@ -137,9 +139,6 @@ def convert_dalle2_pipeline(
     text_path = os.fspath(text_encoder_path)
     text_encoder, tokenizer = _load_text_encoder(text_path)
     _check_text_encoder(text_encoder, tokenizer, prior.models["prior"], unets, text_path, notes)
-
-    def scheduler(cfg: dict) -> UnCLIPScheduler:
-        return UnCLIPScheduler.from_config({k: v for k, v in cfg.items() if k != "_class_name"})
 
     text_proj = UnCLIPIdentityTextProjModel(clip_embeddings_dim=prior.models["prior"].config.embedding_dim)
     notes.append("text_proj: UnCLIPIdentityTextProjModel (the DALLE2-pytorch U-Net reads CLIP's outputs itself)")
@@ -151,20 +150,24 @@ def convert_dalle2_pipeline(
         text_proj=text_proj,
         super_res_first=unets.get("super_res_first"),
         super_res_last=None,
-        prior_scheduler=scheduler(prior.schedulers["prior_scheduler"]),
-        decoder_scheduler=scheduler(decoder.schedulers["decoder_scheduler"]),
-        super_res_scheduler=scheduler(next(iter(sr_scheds.values()))) if sr_scheds else None,
+        prior_scheduler=build_scheduler(prior.schedulers["prior_scheduler"]),
+        decoder_scheduler=build_scheduler(decoder.schedulers["decoder_scheduler"]),
+        super_res_scheduler=build_scheduler(next(iter(sr_scheds.values()))) if sr_scheds else None,
         super_res_2_first=unets.get("super_res_2_first"),
         super_res_3_first=unets.get("super_res_3_first"),
     )
     defaults = {
-        "prior_num_inference_steps": prior.schedulers["prior_scheduler"]["num_train_timesteps"],
-        "decoder_num_inference_steps": decoder.schedulers["decoder_scheduler"]["num_train_timesteps"],
+        "prior_num_inference_steps": prior.sampling_steps["prior_scheduler"],
+        "decoder_num_inference_steps": decoder.sampling_steps["decoder_scheduler"],
     }
     if sr_scheds:
-        defaults["super_res_num_inference_steps"] = next(iter(sr_scheds.values()))["num_train_timesteps"]
+        sr_steps = [decoder.sampling_steps[name] for name in sr_scheds]
+        defaults["super_res_num_inference_steps"] = sr_steps[0] if len(set(sr_steps)) == 1 else sr_steps
     pipeline.sampling_defaults = defaults
-    notes.append(f"sampling_defaults: {defaults} (all training steps: DALLE2-pytorch's DDPM sampler)")
+    notes.append(
+        f"sampling_defaults: {defaults} (DALLE2-pytorch's sampler of each stage: DDPM with all training steps, or "
+        "DDIM with the config's sample_timesteps)"
+    )
     result = Dalle2PipelineConversionResult(prior, decoder, pipeline, notes)
     if dump_path is not None:
         pipeline.save_pretrained(os.fspath(dump_path), safe_serialization=True)

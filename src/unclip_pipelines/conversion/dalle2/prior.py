@@ -131,8 +131,15 @@ def _infer_prior_config(net: Mapping, semantics, config: Mapping, notes: list[st
         final_l2norm = False
     if pr.config.get("sampling_clamp_l2norm") and _predict_x_start(prior_cfg):
         raise ConversionError(
-            f"{what}: sampling_clamp_l2norm=True (l2-normalise x_0 at every step) is a sampling option "
-            "UnCLIPScheduler does not have."
+            f"{what}: sampling_clamp_l2norm=True (l2-normalise x_0 at every step) is a sampling option this "
+            "package's schedulers (UnCLIPScheduler, Dalle2DDIMScheduler) do not have; set it to false in the config "
+            "to convert anyway, knowing that samples will differ from DALLE2-pytorch's."
+        )
+    if pr.config.get("init_image_embed_l2norm"):
+        raise ConversionError(
+            f"{what}: init_image_embed_l2norm=True (start sampling from l2-normalised noise × image_embed_scale) is "
+            "not reproduced by this package's prior stage, which starts from plain Gaussian noise; set it to false in "
+            "the config to convert anyway, knowing that samples will differ from DALLE2-pytorch's."
         )
     return {
         "embedding_dim": dim,

@@ -1,4 +1,5 @@
-"""DALLE2-pytorch's noise schedules: recomputing them, recognising saved ``betas``, ``UnCLIPScheduler`` configs."""
+"""DALLE2-pytorch's noise schedules: recomputing them, recognising saved ``betas``, and the scheduler configs
+(``UnCLIPScheduler`` for its DDPM sampler, ``Dalle2DDIMScheduler`` for its DDIM samplers)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,36 @@ def scheduler_config(
         "beta_end": scale * 0.02,
     }
     return config
+
+
+#: DALLE2-pytorch's two DDIM samplers as Dalle2DDIMScheduler settings (the decoder's eta is ``ddim_sampling_eta``)
+DDIM_VARIANTS = {
+    "prior": {"timestep_spacing": "prior", "alphas_cumprod_table": "alphas_cumprod_prev"},
+    "decoder": {"timestep_spacing": "decoder", "alphas_cumprod_table": "alphas_cumprod"},
+}
+
+
+def ddim_scheduler_config(config: dict, *, variant: str, eta: float) -> dict:
+    """
+    The :class:`~unclip_pipelines.schedulers.Dalle2DDIMScheduler` config of a stage that DALLE2-pytorch samples with
+    its DDIM sampler (``sample_timesteps`` below the training steps): ``config`` (an ``UnCLIPScheduler`` config from
+    :func:`scheduler_config`) keeps its noise schedule, prediction type and clipping; ``variant`` is ``"prior"``
+    (``DiffusionPrior.p_sample_loop_ddim``, eta 1) or ``"decoder"`` (``Decoder.p_sample_loop_ddim``).
+    """
+    keep = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type", "clip_sample",
+            "clip_sample_range")
+    return {
+        "_class_name": "Dalle2DDIMScheduler",
+        **{key: config[key] for key in keep},
+        "eta": float(eta),
+        **DDIM_VARIANTS[variant],
+    }
+
+
+def build_scheduler(config: dict):
+    """The scheduler a config of :func:`scheduler_config` / :func:`ddim_scheduler_config` describes."""
+    from ...schedulers import Dalle2DDIMScheduler, UnCLIPScheduler
+
+    classes = {"UnCLIPScheduler": UnCLIPScheduler, "Dalle2DDIMScheduler": Dalle2DDIMScheduler}
+    cls = classes[config.get("_class_name", "UnCLIPScheduler")]
+    return cls.from_config({k: v for k, v in config.items() if k != "_class_name"})

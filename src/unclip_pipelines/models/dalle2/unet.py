@@ -201,7 +201,9 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
     ``out_channels``), plus the switches of the release the weights come from (layer norm, attention scaling, up and
     down sampling, see :mod:`unclip_pipelines.conversion.dalle2.versions`). ``lowres_resample`` is read by the
     pipelines' super-resolution stage, not by the network: how the previous stage's image is resized for this
-    upsampler (``nearest``, as DALLE2-pytorch samples).
+    upsampler (``nearest``, as DALLE2-pytorch samples). So is ``lowres_noise_sample_level`` (``Decoder``'s, 0.2 by
+    default) for a ``lowres_noise_cond`` upsampler: the stage noises the low-resolution image to timestep
+    ``int(1000 · level)`` of a linear schedule and passes that level, as ``Decoder.sample`` does.
     """
 
     _supports_gradient_checkpointing = False
@@ -260,6 +262,7 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
         cross_pb_relax_alpha: float = 1024.0,
         linear_attention_value_norm: str = "l2norm",
         lowres_resample: str = "nearest",
+        lowres_noise_sample_level: float = 0.2,
         source_version: str | None = None,
     ):
         super().__init__()
@@ -271,6 +274,11 @@ class Dalle2UNet(ModelMixin, ConfigMixin):
         check_choice(cross_attention_type, CROSS_ATTENTION_TYPES, "cross_attention_type")
         check_choice(linear_attention_value_norm, LINEAR_ATTENTION_VALUE_NORMS, "linear_attention_value_norm")
         check_choice(lowres_resample, LOWRES_RESAMPLE_MODES, "lowres_resample")
+        if not 0 <= lowres_noise_sample_level < 1:
+            raise ValueError(
+                f"`lowres_noise_sample_level` must be in [0, 1) (a fraction of the 1000 noising steps), got "
+                f"{lowres_noise_sample_level!r}."
+            )
         if cond_on_text_encodings and not text_embed_dim:
             raise ValueError("`cond_on_text_encodings` needs `text_embed_dim`.")
         if cond_on_image_embeds and not image_embed_dim:
