@@ -290,6 +290,26 @@ def test_inversion_through_self_or_noise_conditioned_ports_is_refused(port_folde
         variation(UnCLIPPipeline.from_pretrained(tmp_path / "out")).invert(image, **settings)
 
 
+def test_ports_with_ddim_eta_and_inpainting(port_folder):
+    """The Karlo-side features on a port folder: DDIM-η decoding and RePaint inpainting (unmasked pixels kept)."""
+    from unclip_pipelines import UnCLIPInpaintPipeline
+
+    pipe = UnCLIPPipeline.from_pretrained(port_folder)
+    steps = {"prior_num_inference_steps": 2, "decoder_num_inference_steps": 3, "output_type": "pt"}
+    runs = [pipe(PROMPTS, decoder_eta=eta, generator=torch.Generator().manual_seed(seed), **steps).images
+            for eta, seed in ((0.0, 0), (0.0, 0), (1.0, 0))]
+    assert runs[0].shape == (2, 3, 8, 8) and torch.isfinite(runs[0]).all()
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+
+    inpaint = UnCLIPInpaintPipeline(**pipe.components)
+    image, mask = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(2, 1, 8, 8)
+    mask[..., 2:6, 3:7] = 1
+    out = inpaint(PROMPTS, image, mask, generator=torch.Generator().manual_seed(0), **steps).images
+    kept = mask.expand_as(out) == 0
+    assert (out - image).abs()[kept].max() <= 1 / 255
+    assert (out - image).abs()[~kept].mean() > 1 / 255
+
+
 def test_upsampler_with_last_model_is_refused(port_folder):
     pipe = UnCLIPPipeline.from_pretrained(port_folder)
     kwargs = {"dim": 8, "dim_mults": (1, 2), "lowres_cond": True, "attn_heads": 2, "attn_dim_head": 8,
