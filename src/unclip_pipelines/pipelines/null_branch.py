@@ -22,7 +22,7 @@ import torch
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..schedulers.scheduling_dalle2_ddim import Dalle2DDIMScheduler
+from ..schedulers.scheduling_dalle2_ddim import DALLE2_DDIM_VARIANTS, Dalle2DDIMScheduler
 from ..schedulers.scheduling_unclip import UnCLIPScheduler
 from .denoising import guide
 
@@ -57,7 +57,7 @@ def warn_if_respaced(model, scheduler, num_inference_steps: int, stage: str) -> 
         return
     if total and num_inference_steps < total:
         variant = "prior" if stage == "prior" else "decoder"
-        settings = DDIM_SETTINGS[variant]
+        settings = DALLE2_DDIM_VARIANTS[variant]
         logger.warning(
             f"The {stage} is a DALLE2-pytorch port sampled with {num_inference_steps} of its {total} steps by "
             f"{type(scheduler).__name__}, which is not DALLE2-pytorch's sampler. Use {total} steps for its DDPM "
@@ -65,14 +65,6 @@ def warn_if_respaced(model, scheduler, num_inference_steps: int, stage: str) -> 
             + ", ".join(f"{key}={value!r}" for key, value in settings.items())
             + (")" if variant == "prior" else ", eta=<the decoder's ddim_sampling_eta>)")
         )
-
-
-#: the Dalle2DDIMScheduler settings of DALLE2-pytorch's two DDIM samplers (the decoder's eta is its
-#: ``ddim_sampling_eta``, 0 by default)
-DDIM_SETTINGS = {
-    "prior": {"timestep_spacing": "prior", "alphas_cumprod_table": "alphas_cumprod_prev", "eta": 1.0},
-    "decoder": {"timestep_spacing": "decoder", "alphas_cumprod_table": "alphas_cumprod"},
-}
 
 
 class SelfConditionedPredictor:

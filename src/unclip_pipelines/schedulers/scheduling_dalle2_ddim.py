@@ -19,6 +19,13 @@ from .scheduling_unclip import _PREDICTION_TYPES, forward_process, keep_config_e
 _TABLES = ("alphas_cumprod", "alphas_cumprod_prev")
 _SPACINGS = ("prior", "decoder")
 
+#: the settings of DALLE2-pytorch's two DDIM samplers (the prior's eta is 1; the decoder's is its
+#: ``ddim_sampling_eta``, 0 by default)
+DALLE2_DDIM_VARIANTS = {
+    "prior": {"timestep_spacing": "prior", "alphas_cumprod_table": "alphas_cumprod_prev", "eta": 1.0},
+    "decoder": {"timestep_spacing": "decoder", "alphas_cumprod_table": "alphas_cumprod"},
+}
+
 
 @dataclass
 class Dalle2DDIMSchedulerOutput(BaseOutput):

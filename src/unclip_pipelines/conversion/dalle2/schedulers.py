@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ...schedulers.scheduling_dalle2_ddim import DALLE2_DDIM_VARIANTS
 from ..common import ConversionError, format_keys
 
 NOISE_SCHEDULER_BUFFERS = (
@@ -128,13 +129,6 @@ def scheduler_config(
     return config
 
 
-#: DALLE2-pytorch's two DDIM samplers as Dalle2DDIMScheduler settings (the decoder's eta is ``ddim_sampling_eta``)
-DDIM_VARIANTS = {
-    "prior": {"timestep_spacing": "prior", "alphas_cumprod_table": "alphas_cumprod_prev"},
-    "decoder": {"timestep_spacing": "decoder", "alphas_cumprod_table": "alphas_cumprod"},
-}
-
-
 def ddim_scheduler_config(config: dict, *, variant: str, eta: float) -> dict:
     """
     The :class:`~unclip_pipelines.schedulers.Dalle2DDIMScheduler` config of a stage that DALLE2-pytorch samples with
@@ -147,8 +141,8 @@ def ddim_scheduler_config(config: dict, *, variant: str, eta: float) -> dict:
     return {
         "_class_name": "Dalle2DDIMScheduler",
         **{key: config[key] for key in keep},
+        **DALLE2_DDIM_VARIANTS[variant],
         "eta": float(eta),
-        **DDIM_VARIANTS[variant],
     }
 
 
