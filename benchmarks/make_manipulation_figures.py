@@ -24,8 +24,8 @@ does; default: ``unclip_pipelines.EMBEDDED_MODEL``). Writes one PNG per feature 
 
 Sampling settings come from the folder's ``sampling_defaults.json`` when present (decoder steps and guidance); the
 sections that invert images (variations, interpolation, text diffs, PCA probe) decode with the pipeline's manipulation
-defaults instead (``--inversion-guidance-scale``, ``--inversion-super-res-steps``). ``--quick`` shrinks everything to a
-smoke run.
+defaults instead (``--inversion-guidance-scale``, ``--inversion-decoder-steps``, ``--inversion-super-res-steps``).
+``--quick`` shrinks everything to a smoke run.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def parse_args(argv=None):
     import unclip_pipelines
     from unclip_pipelines.pipelines.inversion import (
         DEFAULT_FIXED_POINT_ITERATIONS,
+        INVERSION_DECODER_STEPS,
         INVERSION_GUIDANCE_SCALE,
         INVERSION_SUPER_RES_STEPS,
     )
@@ -77,6 +78,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--inversion-guidance-scale", type=float, default=INVERSION_GUIDANCE_SCALE,
                         help="decoder guidance of the sections that invert images")
+    parser.add_argument("--inversion-decoder-steps", type=int, default=INVERSION_DECODER_STEPS,
+                        help="decoder steps of the sections that invert images")
     parser.add_argument("--inversion-super-res-steps", type=int, default=INVERSION_SUPER_RES_STEPS,
                         help="upsampler steps of the sections that invert images")
     parser.add_argument("--save-pca", action="store_true", help="save the fitted PCA into <model>/pca")
@@ -337,6 +340,7 @@ def main(argv=None) -> dict:
         args.fixed_point_iterations = min(args.fixed_point_iterations, 1)
     generation = {k: v for k, v in settings.items() if k != "prior_num_inference_steps"}
     decode = {**generation, "decoder_guidance_scale": args.inversion_guidance_scale,
+              "decoder_num_inference_steps": 4 if args.quick else args.inversion_decoder_steps,
               "super_res_num_inference_steps": 2 if args.quick else args.inversion_super_res_steps}
     size = pipe.output_sizes[-1][0]
     rng = np.random.default_rng(args.seed)

@@ -103,14 +103,19 @@ def test_inversion_through_the_super_resolution_stage():
 
 
 def test_manipulation_defaults_are_the_invertible_settings(smooth_pipe):
-    """invert, interpolate and text_diff default to no guidance and 25 upsampler steps (see inversion.py)."""
+    """invert, interpolate and text_diff default to no guidance, 50 decoder and 25 upsampler steps (inversion.py)."""
     import inspect
 
-    from unclip_pipelines.pipelines.inversion import INVERSION_GUIDANCE_SCALE, INVERSION_SUPER_RES_STEPS
+    from unclip_pipelines.pipelines.inversion import (
+        INVERSION_DECODER_STEPS,
+        INVERSION_GUIDANCE_SCALE,
+        INVERSION_SUPER_RES_STEPS,
+    )
 
-    assert (INVERSION_GUIDANCE_SCALE, INVERSION_SUPER_RES_STEPS) == (1.0, 25)
+    assert (INVERSION_GUIDANCE_SCALE, INVERSION_DECODER_STEPS, INVERSION_SUPER_RES_STEPS) == (1.0, 50, 25)
     for method in (smooth_pipe.invert, smooth_pipe.interpolate, smooth_pipe.text_diff):
         parameters = inspect.signature(method).parameters
+        assert parameters["decoder_num_inference_steps"].default == INVERSION_DECODER_STEPS
         assert parameters["decoder_guidance_scale"].default == INVERSION_GUIDANCE_SCALE
         assert parameters["super_res_num_inference_steps"].default == INVERSION_SUPER_RES_STEPS
     inversion = smooth_pipe.invert(smooth_image(0), decoder_num_inference_steps=3, fixed_point_iterations=0)

@@ -20,10 +20,13 @@ from .stages import TextConditioning, upscale
 NOISE_MODES = ("fixed", "slerp")
 
 # Defaults of the manipulations that decode from an inverted latent (invert, interpolate, text_diff). Classifier-free
-# guidance makes DDIM inversion inexact (the guided update is not the ODE that was inverted) and 7 steps of an
-# upsampler are too coarse to invert; docs/manipulations.md has the measurements.
+# guidance makes DDIM inversion inexact (the guided update is not the ODE that was inverted), 25 decoder steps
+# leave a first step so coarse that some inversions diverge, and 7 steps of an upsampler are too coarse to invert;
+# docs/manipulations.md has the measurements.
 #: decoder guidance of the manipulations (1: no guidance, the exactly invertible setting)
 INVERSION_GUIDANCE_SCALE = 1.0
+#: decoder steps of the manipulations
+INVERSION_DECODER_STEPS = 50
 #: steps per super-resolution stage of the manipulations
 INVERSION_SUPER_RES_STEPS = 25
 #: default number of fixed-point refinements per inversion step (see :class:`FixedPointInversion`)

@@ -19,6 +19,7 @@ from ..models.text_proj import UnCLIPTextProjModel
 from .image_encoding import ImageEncodingMixin, ImageInput, image_to_tensor, tensor_to_uint8_arrays
 from .inversion import (
     DEFAULT_FIXED_POINT_ITERATIONS,
+    INVERSION_DECODER_STEPS,
     INVERSION_GUIDANCE_SCALE,
     INVERSION_SUPER_RES_STEPS,
     InversionMixin,
@@ -170,7 +171,7 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
     def invert(
         self,
         image: ImageInput,
-        decoder_num_inference_steps: int = 25,
+        decoder_num_inference_steps: int = INVERSION_DECODER_STEPS,
         super_res_num_inference_steps: int | list[int] = INVERSION_SUPER_RES_STEPS,
         decoder_guidance_scale: float = INVERSION_GUIDANCE_SCALE,
         image_embeddings: torch.Tensor | None = None,
@@ -186,8 +187,9 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
                 ``(B, 3, H, W)`` in [0, 1] — raw pixels, of any size (each stage inverts them resized to its own).
             decoder_num_inference_steps, super_res_num_inference_steps, decoder_guidance_scale: must match those of
                 the decoding (kept in the result; ``pipe(**inversion.call_kwargs())`` reuses them). The defaults (no
-                guidance, 25 steps per upsampler) are the ones DDIM inversion reconstructs with: guidance makes the
-                inverted path inexact, and a few large upsampler steps leave ringing around edges.
+                guidance, 50 decoder steps, 25 per upsampler) are the ones DDIM inversion reconstructs with: guidance
+                makes the inverted path inexact, 25 decoder steps let some inversions diverge, and a few large
+                upsampler steps leave ringing around edges.
             image_embeddings: the images' CLIP embeddings, if already computed.
             invert_super_res: also invert every cascade stage (conditioned on the image at the stage below), so the
                 reconstruction is exact at the output resolution too; otherwise the cascade samples fresh noise.
@@ -248,7 +250,7 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
         image_b: ImageInput | UnCLIPInversion,
         num_frames: int = 5,
         noise: str = "fixed",
-        decoder_num_inference_steps: int = 25,
+        decoder_num_inference_steps: int = INVERSION_DECODER_STEPS,
         super_res_num_inference_steps: int | list[int] = INVERSION_SUPER_RES_STEPS,
         decoder_guidance_scale: float = INVERSION_GUIDANCE_SCALE,
         generator: torch.Generator | None = None,
@@ -320,7 +322,7 @@ class UnCLIPImageVariationPipeline(ImageEncodingMixin, InversionMixin, UnCLIPDec
         target_prompt: str,
         num_frames: int = 5,
         max_angle: float = 0.5,
-        decoder_num_inference_steps: int = 25,
+        decoder_num_inference_steps: int = INVERSION_DECODER_STEPS,
         super_res_num_inference_steps: int | list[int] = INVERSION_SUPER_RES_STEPS,
         decoder_guidance_scale: float = INVERSION_GUIDANCE_SCALE,
         generator: torch.Generator | None = None,
