@@ -46,8 +46,7 @@ def pipe():
 
 def test_embedded_model_draws_a_red_circle(pipe):
     """The shipped weights do the main job at the model's own sampling settings, judged by the world's judge."""
-    with open(os.path.join(MODEL, "sampling_defaults.json")) as f:
-        settings = json.load(f)
+    settings = pipe.sampling_defaults
     generators = [torch.Generator().manual_seed(seed) for seed in range(4)]
     images = pipe(["a red circle"] * 4, generator=generators, **settings).images
     correct = [judge_image(image, "a red circle").correct for image in images]
