@@ -15,6 +15,9 @@ holds the same words in another order ("a red circle to the left of a blue squar
 of ...", "a blue circle to the left of a red square", "a red circle at the top"). In-batch negatives rarely differ
 from a caption in one word only, so without them CLIP learns a bag of colours and shapes and ignores positions and
 relations (NegCLIP, Yuksekgonul et al. 2023). The neighbours come from the dataset's own captions: no word lists.
+``--hard_negative_images`` adds the other direction: every caption is also scored against one training image whose
+caption is one of its neighbours (NegCLIP's hard negative images), so the image tower, too, must tell "left of" from
+"right of".
 """
 
 from __future__ import annotations
@@ -63,7 +66,14 @@ def parse_args(argv=None):
         "--hard_negative_edits", type=int, default=0,
         help="score each image against one caption that differs from its own by at most this many words (0: off)",
     )
-    return common.parse_args(parser, argv)
+    model.add_argument(
+        "--hard_negative_images", action="store_true",
+        help="also score each caption against one training image of a neighbouring caption (needs --hard_negative_edits)",
+    )
+    args = common.parse_args(parser, argv)
+    if args.hard_negative_images and args.hard_negative_edits <= 0:
+        parser.error("--hard_negative_images needs --hard_negative_edits K > 0: the negatives are images of the neighbours")
+    return args
 
 
 def words_of(captions) -> set[str]:
@@ -85,18 +95,33 @@ class ContrastiveCLIP(torch.nn.Module):
         pixel_values = common.normalize_pixels(self.feature_extractor, pixels)
         return F.normalize(self.clip.visual_projection(self.clip.vision_model(pixel_values).pooler_output), dim=-1)
 
-    def forward(self, input_ids, pixels, caption_ids, negative_input_ids=None, negative_caption_ids=None):
+    def forward(
+        self, input_ids, pixels, caption_ids, negative_input_ids=None, negative_caption_ids=None,
+        negative_pixels=None, negative_pixel_caption_ids=None,
+    ):
+        """
+        Negative captions are extra columns of the image -> caption loss only, negative images extra columns of the
+        caption -> image loss only; a negative whose caption id equals a row's own counts as a positive of that row.
+        """
         scale = self.clip.logit_scale.exp().clamp(max=100)
+        batch = len(caption_ids)
+        if negative_pixels is not None:
+            pixels = torch.cat([pixels, negative_pixels])
         images = self.embed_images(pixels)
-        if negative_input_ids is not None:  # extra caption columns for the image -> caption direction only
+        if negative_input_ids is not None:
             input_ids = torch.cat([input_ids, negative_input_ids])
         texts = self.embed_text(input_ids)
-        column_ids = caption_ids if negative_caption_ids is None else torch.cat([caption_ids, negative_caption_ids])
-        logits = scale * images @ texts.T  # (B, B [+ B negatives])
-        same = (caption_ids[:, None] == column_ids[None, :]).float()
-        image_loss = F.cross_entropy(logits, same / same.sum(1, keepdim=True))
-        square = same[:, : len(caption_ids)]
-        text_loss = F.cross_entropy(logits[:, : len(caption_ids)].T, square / square.sum(1, keepdim=True))
+
+        def multi_positive_loss(rows, columns, column_ids):
+            same = (caption_ids[:, None] == column_ids[None, :]).float()
+            return F.cross_entropy(scale * rows @ columns.T, same / same.sum(1, keepdim=True))
+
+        text_columns = caption_ids if negative_caption_ids is None else torch.cat([caption_ids, negative_caption_ids])
+        image_columns = (
+            caption_ids if negative_pixel_caption_ids is None else torch.cat([caption_ids, negative_pixel_caption_ids])
+        )
+        image_loss = multi_positive_loss(images[:batch], texts, text_columns)  # (B, B [+ B negatives])
+        text_loss = multi_positive_loss(texts[:batch], images, image_columns)
         return (image_loss + text_loss) / 2
 
 
@@ -193,6 +218,13 @@ def main(argv=None) -> dict:
         for i, row in enumerate(neighbours):
             table[i, : len(row)] = torch.tensor(row or [0], dtype=torch.long)[: len(row)]
 
+    if args.hard_negative_images:
+        # the training images of each caption, padded; a caption without any draws a random training image
+        train_caption_ids = caption_ids[: data.num_train]
+        order = torch.argsort(train_caption_ids, stable=True)
+        image_counts = torch.bincount(train_caption_ids, minlength=len(unique))
+        starts = torch.cumsum(image_counts, 0) - image_counts
+
     def make_batch(indices, generator):
         batch = {"input_ids": input_ids[indices], "pixels": pixels[indices], "caption_ids": caption_ids[indices]}
         if unique_ids is not None:
@@ -201,6 +233,15 @@ def main(argv=None) -> dict:
             has_neighbours = counts[own] <= width
             negative = torch.where(has_neighbours, table[own, pick.clamp(max=width - 1)], pick)
             batch.update(negative_input_ids=unique_ids[negative], negative_caption_ids=negative)
+        if args.hard_negative_images:
+            # an image of another neighbour (drawn again, so the two directions don't share one negative caption)
+            pick = (torch.rand(len(own), generator=generator) * counts[own]).long()
+            neighbour = torch.where(has_neighbours, table[own, pick.clamp(max=width - 1)], pick)
+            available = image_counts[neighbour]
+            offset = (torch.rand(len(own), generator=generator) * available.clamp(min=1)).long()
+            anywhere = (torch.rand(len(own), generator=generator) * data.num_train).long()
+            image = torch.where(available > 0, order[(starts[neighbour] + offset).clamp(max=data.num_train - 1)], anywhere)
+            batch.update(negative_pixels=pixels[image], negative_pixel_caption_ids=caption_ids[image])
         return batch
 
     val = data.validation_indices
@@ -225,6 +266,18 @@ def main(argv=None) -> dict:
             ]
             if beats:
                 metrics["hard_negative_accuracy"] = sum(beats) / len(beats)
+            # does each caption score its own image above the validation images of its neighbours?
+            own_text = every[caption_ids[val].to(device)]
+            by_image = own_text @ images.T  # (own captions, validation images)
+            val_ids = caption_ids[val].tolist()
+            beats = []
+            for row, own_id in enumerate(val_ids):
+                near = set(neighbours[own_id])
+                columns = [j for j, other in enumerate(val_ids) if other in near]
+                if columns:
+                    beats.append(float(by_image[row, row] > by_image[row, columns].max()))
+            if beats:
+                metrics["hard_negative_image_accuracy"] = sum(beats) / len(beats)
         return metrics | {
             "image_to_caption_accuracy": (similarity.argmax(1) == own).float().mean().item(),
             "caption_to_image_accuracy": (own[best_image] == torch.arange(len(unique), device=device)).float().mean().item(),

@@ -76,6 +76,29 @@ def test_a_negative_that_is_another_rows_caption_counts_as_its_positive():
     torch.testing.assert_close(loss, expected)
 
 
+def test_hard_negative_images_enter_only_the_caption_to_image_loss():
+    torch.manual_seed(0)
+    model = FixedEmbeddings(torch.randn(3, 8), torch.randn(5, 8))
+    ids, pixels, caption_ids = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12])
+    # image 3 shows caption 20; image 4 shows caption 12, so for row 2 it is a second positive
+    loss = model(ids, pixels, caption_ids, negative_pixels=torch.tensor([3, 4, 3]),
+                 negative_pixel_caption_ids=torch.tensor([20, 12, 20]))
+    square = model.images[:3] @ model.text.T
+    wide = model.text @ model.images[torch.tensor([0, 1, 2, 3, 4, 3])].T
+    targets = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0, 0, 0.5, 0, 0.5, 0]])
+    expected = (F.cross_entropy(square, torch.arange(3)) + F.cross_entropy(wide, targets)) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+def test_hard_negative_images_need_hard_negative_edits():
+    from training.train_clip import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--train_data_dir", "d", "--output_dir", "o", "--hard_negative_images"])
+    args = parse_args(["--train_data_dir", "d", "--output_dir", "o", "--hard_negative_images", "--hard_negative_edits", "2"])
+    assert args.hard_negative_images
+
+
 @pytest.mark.parametrize("max_edits", [0, -1])
 def test_no_neighbours_without_edits_except_reorderings(max_edits):
     rows = caption_neighbours(CAPTIONS, max_edits)
