@@ -225,18 +225,20 @@ def main(argv=None) -> dict:
         image_counts = torch.bincount(train_caption_ids, minlength=len(unique))
         starts = torch.cumsum(image_counts, 0) - image_counts
 
+    def draw_neighbour(own, generator):
+        """One neighbouring caption id per caption id (a random caption for those without neighbours)."""
+        pick = (torch.rand(len(own), generator=generator) * counts[own]).long()
+        return torch.where(counts[own] <= width, table[own, pick.clamp(max=width - 1)], pick)
+
     def make_batch(indices, generator):
         batch = {"input_ids": input_ids[indices], "pixels": pixels[indices], "caption_ids": caption_ids[indices]}
         if unique_ids is not None:
             own = caption_ids[indices]
-            pick = (torch.rand(len(own), generator=generator) * counts[own]).long()
-            has_neighbours = counts[own] <= width
-            negative = torch.where(has_neighbours, table[own, pick.clamp(max=width - 1)], pick)
+            negative = draw_neighbour(own, generator)
             batch.update(negative_input_ids=unique_ids[negative], negative_caption_ids=negative)
         if args.hard_negative_images:
             # an image of another neighbour (drawn again, so the two directions don't share one negative caption)
-            pick = (torch.rand(len(own), generator=generator) * counts[own]).long()
-            neighbour = torch.where(has_neighbours, table[own, pick.clamp(max=width - 1)], pick)
+            neighbour = draw_neighbour(own, generator)
             available = image_counts[neighbour]
             offset = (torch.rand(len(own), generator=generator) * available.clamp(min=1)).long()
             anywhere = (torch.rand(len(own), generator=generator) * data.num_train).long()
@@ -259,17 +261,16 @@ def main(argv=None) -> dict:
         if unique_ids is not None:  # does each image prefer its own caption to every caption a few words away?
             every = model.embed_text(unique_ids.to(device))
             scores = images @ every.T  # (images, all dataset captions)
+            val_ids = caption_ids[val].tolist()
             beats = [
                 float(scores[row, own_id] > scores[row, neighbours[own_id]].max())
-                for row, own_id in enumerate(caption_ids[val].tolist())
+                for row, own_id in enumerate(val_ids)
                 if neighbours[own_id]
             ]
             if beats:
                 metrics["hard_negative_accuracy"] = sum(beats) / len(beats)
             # does each caption score its own image above the validation images of its neighbours?
-            own_text = every[caption_ids[val].to(device)]
-            by_image = own_text @ images.T  # (own captions, validation images)
-            val_ids = caption_ids[val].tolist()
+            by_image = scores[:, val_ids].T  # (own captions, validation images)
             beats = []
             for row, own_id in enumerate(val_ids):
                 near = set(neighbours[own_id])
