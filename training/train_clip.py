@@ -18,6 +18,8 @@ relations (NegCLIP, Yuksekgonul et al. 2023). The neighbours come from the datas
 ``--hard_negative_images`` adds the other direction: every caption is also scored against one training image whose
 caption is one of its neighbours (NegCLIP's hard negative images), so the image tower, too, must tell "left of" from
 "right of".
+``--hard_negative_top_k K`` mines them: every ``--hard_negative_mining_steps`` batches the current text tower ranks
+each caption's neighbours, and the negatives are drawn among the K closest, the ones the model still confuses.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def parse_args(argv=None):
     )
     model.add_argument("--num_hidden_layers", type=int, default=4)
     model.add_argument("--num_attention_heads", type=int, default=4)
+    model.add_argument(
+        "--position_embedding_std", type=float, default=None,
+        help="initial std of the image tower's position embeddings (default: transformers' CLIP init, 0.02; with it "
+        "the default small ViT does not learn where an object is even when trained to, see training/README.md)",
+    )
     model.add_argument("--max_length", type=int, default=24, help="the tokenizer's model_max_length")
     model.add_argument("--extra_words", nargs="*", default=[], help="more single-token words for the tokenizer")
     model.add_argument(
@@ -70,7 +77,21 @@ def parse_args(argv=None):
         "--hard_negative_images", action="store_true",
         help="also score each caption against one training image of a neighbouring caption (needs --hard_negative_edits)",
     )
+    model.add_argument(
+        "--hard_negative_top_k", type=int, default=0,
+        help="draw each hard negative among the K neighbours the current text tower finds closest to the caption "
+        "(hard negative mining; 0: among all neighbours, uniformly)",
+    )
+    model.add_argument(
+        "--hard_negative_mining_steps", type=int, default=25,
+        help="with --hard_negative_top_k: re-rank the neighbours every this many batches (and at the first batch "
+        "after a resume: the ranking is not checkpointed)",
+    )
     args = common.parse_args(parser, argv)
+    if args.hard_negative_top_k and args.hard_negative_edits <= 0:
+        parser.error("--hard_negative_top_k needs --hard_negative_edits K > 0: it ranks the neighbours")
+    if args.hard_negative_top_k < 0 or args.hard_negative_mining_steps < 1:
+        parser.error("--hard_negative_top_k must be >= 0 and --hard_negative_mining_steps >= 1")
     if args.hard_negative_images and args.hard_negative_edits <= 0:
         parser.error("--hard_negative_images needs --hard_negative_edits K > 0: the negatives are images of the neighbours")
     return args
@@ -147,6 +168,39 @@ def caption_neighbours(captions: list[str], max_edits: int) -> list[list[int]]:
     return neighbours
 
 
+class NeighbourTable:
+    """
+    Every caption's neighbours (:func:`caption_neighbours`) as a padded table to draw hard negatives from. ``mine``
+    narrows each row to the ``k`` neighbours closest to the caption under the current text embeddings, so the
+    negatives are the ones the model confuses (for a CLIP that ignores layout: the caption with its relation or
+    position mirrored) instead of mostly colour and shape swaps it already tells apart.
+    """
+
+    def __init__(self, rows: list[list[int]]):
+        self.rows = rows  # every neighbour, for validation
+        self.width = max(max(map(len, rows)), 1)
+        self.all = torch.zeros(len(rows), self.width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            self.all[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        self.all_counts = torch.tensor([len(row) for row in rows])
+        self.table, self.counts = self.all, self.all_counts
+
+    def mine(self, text: torch.Tensor, k: int) -> None:
+        """Keep, per caption, the ``k`` neighbours whose (unit) embeddings in ``text`` are closest to its own."""
+        k = min(k, self.width)
+        text = text.float().cpu()
+        similarity = torch.einsum("ud,uwd->uw", text, text[self.all])
+        similarity[torch.arange(self.width)[None, :] >= self.all_counts[:, None]] = -float("inf")
+        self.table = self.all.gather(1, similarity.topk(k, dim=1).indices)
+        self.counts = self.all_counts.clamp(max=k)
+
+    def draw(self, own: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One neighbouring caption id per caption id in ``own`` (a random caption for those without neighbours)."""
+        counts = self.counts[own]
+        pick = (torch.rand(len(own), generator=generator) * torch.where(counts > 0, counts, len(self.rows))).long()
+        return torch.where(counts > 0, self.table[own, pick.clamp(max=self.table.shape[1] - 1)], pick)
+
+
 def build(args, data: common.ImageTextData):
     tokenizer = build_clip_tokenizer(sorted(words_of(data.captions) | set(args.extra_words)), args.max_length)
     longest = max(len(ids) for ids in tokenizer(data.captions[:5000]).input_ids)
@@ -173,7 +227,11 @@ def build(args, data: common.ImageTextData):
         num_attention_heads=heads, image_size=args.image_size, patch_size=args.patch_size,
     )
     config = CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=width)
-    return tokenizer, feature_extractor, pixels, ContrastiveCLIP(CLIPModel(config), feature_extractor)
+    clip = CLIPModel(config)
+    if args.position_embedding_std is not None:
+        with torch.no_grad():
+            clip.vision_model.embeddings.position_embedding.weight.normal_(0.0, args.position_embedding_std)
+    return tokenizer, feature_extractor, pixels, ContrastiveCLIP(clip, feature_extractor)
 
 
 def split_towers(clip: CLIPModel) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
@@ -200,23 +258,18 @@ def main(argv=None) -> dict:
     caption_ids = torch.tensor([position[c] for c in data.captions])
     accelerator.print(f"CLIP: {common.count_parameters(model)} parameters, vocabulary of {len(tokenizer)} tokens")
 
-    unique_ids = None
+    unique_ids = neighbours = None
     if args.hard_negative_edits > 0:
         unique = sorted(position, key=position.get)
         unique_ids, _ = common.tokenize(tokenizer, unique)
-        neighbours = caption_neighbours(unique, args.hard_negative_edits)
-        lonely = sum(not n for n in neighbours)
+        neighbours = NeighbourTable(caption_neighbours(unique, args.hard_negative_edits))
         accelerator.print(
-            f"hard negatives: {sum(map(len, neighbours)) / len(unique):.1f} per caption on average "
-            f"(<= {args.hard_negative_edits} word edits or reordered); {lonely} of {len(unique)} captions have none "
-            "and get a random caption"
+            f"hard negatives: {neighbours.counts.float().mean():.1f} per caption on average "
+            f"(<= {args.hard_negative_edits} word edits or reordered); {int((neighbours.counts == 0).sum())} of "
+            f"{len(unique)} captions have none and get a random caption"
+            + (f"; drawn among the {args.hard_negative_top_k} the text tower finds closest, re-mined every "
+               f"{args.hard_negative_mining_steps} batches" if args.hard_negative_top_k else "")
         )
-        # padded (captions, most neighbours) table; a caption without neighbours draws from all captions
-        width = max(max(map(len, neighbours)), 1)
-        table = torch.zeros(len(unique), width, dtype=torch.long)
-        counts = torch.tensor([len(n) or len(unique) for n in neighbours])
-        for i, row in enumerate(neighbours):
-            table[i, : len(row)] = torch.tensor(row or [0], dtype=torch.long)[: len(row)]
 
     if args.hard_negative_images:
         # the training images of each caption, padded; a caption without any draws a random training image
@@ -225,20 +278,24 @@ def main(argv=None) -> dict:
         image_counts = torch.bincount(train_caption_ids, minlength=len(unique))
         starts = torch.cumsum(image_counts, 0) - image_counts
 
-    def draw_neighbour(own, generator):
-        """One neighbouring caption id per caption id (a random caption for those without neighbours)."""
-        pick = (torch.rand(len(own), generator=generator) * counts[own]).long()
-        return torch.where(counts[own] <= width, table[own, pick.clamp(max=width - 1)], pick)
+    batches = 0
 
     def make_batch(indices, generator):
+        nonlocal batches
         batch = {"input_ids": input_ids[indices], "pixels": pixels[indices], "caption_ids": caption_ids[indices]}
-        if unique_ids is not None:
+        if neighbours is not None:
+            if args.hard_negative_top_k and batches % args.hard_negative_mining_steps == 0:
+                device = next(model.parameters()).device
+                with torch.no_grad():
+                    text = torch.cat([model.embed_text(ids.to(device)) for ids in unique_ids.split(1024)])
+                neighbours.mine(text, args.hard_negative_top_k)
+            batches += 1
             own = caption_ids[indices]
-            negative = draw_neighbour(own, generator)
+            negative = neighbours.draw(own, generator)
             batch.update(negative_input_ids=unique_ids[negative], negative_caption_ids=negative)
         if args.hard_negative_images:
             # an image of another neighbour (drawn again, so the two directions don't share one negative caption)
-            neighbour = draw_neighbour(own, generator)
+            neighbour = neighbours.draw(own, generator)
             available = image_counts[neighbour]
             offset = (torch.rand(len(own), generator=generator) * available.clamp(min=1)).long()
             anywhere = (torch.rand(len(own), generator=generator) * data.num_train).long()
@@ -258,14 +315,14 @@ def main(argv=None) -> dict:
         similarity = images @ text.T  # (images, unique captions)
         best_image = similarity.argmax(0)  # for each caption, its best image
         metrics = {}
-        if unique_ids is not None:  # does each image prefer its own caption to every caption a few words away?
+        if neighbours is not None:  # does each image prefer its own caption to every caption a few words away?
             every = model.embed_text(unique_ids.to(device))
             scores = images @ every.T  # (images, all dataset captions)
             val_ids = caption_ids[val].tolist()
             beats = [
-                float(scores[row, own_id] > scores[row, neighbours[own_id]].max())
+                float(scores[row, own_id] > scores[row, neighbours.rows[own_id]].max())
                 for row, own_id in enumerate(val_ids)
-                if neighbours[own_id]
+                if neighbours.rows[own_id]
             ]
             if beats:
                 metrics["hard_negative_accuracy"] = sum(beats) / len(beats)
@@ -273,7 +330,7 @@ def main(argv=None) -> dict:
             by_image = scores[:, val_ids].T  # (own captions, validation images)
             beats = []
             for row, own_id in enumerate(val_ids):
-                near = set(neighbours[own_id])
+                near = set(neighbours.rows[own_id])
                 columns = [j for j, other in enumerate(val_ids) if other in near]
                 if columns:
                     beats.append(float(by_image[row, row] > by_image[row, columns].max()))

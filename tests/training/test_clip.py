@@ -103,3 +103,35 @@ def test_hard_negative_images_need_hard_negative_edits():
 def test_no_neighbours_without_edits_except_reorderings(max_edits):
     rows = caption_neighbours(CAPTIONS, max_edits)
     assert rows[5] == [7] and rows[0] == []
+
+
+def test_neighbour_table_mining_keeps_the_closest_neighbours():
+    from training.train_clip import NeighbourTable
+
+    rows = caption_neighbours(CAPTIONS, max_edits=2)
+    table = NeighbourTable(rows)
+    generator = torch.Generator().manual_seed(0)
+    own = torch.tensor([5] * 200 + [8] * 50)
+    drawn = table.draw(own, generator)
+    assert set(drawn[:200].tolist()) == set(rows[5])  # uniformly among all neighbours before mining
+    assert all(0 <= d < len(CAPTIONS) for d in drawn[200:].tolist())  # caption 8 has none: a random caption
+    # text embeddings in which caption 7 (the reordered 5) is closest to 5, caption 6 next
+    text = torch.eye(len(CAPTIONS))
+    text[7, 5], text[6, 5] = 5.0, 2.0
+    table.mine(F.normalize(text, dim=-1), k=1)
+    assert set(table.draw(own[:200], generator).tolist()) == {7}
+    table.mine(F.normalize(text, dim=-1), k=2)
+    assert set(table.draw(own[:200], generator).tolist()) == {6, 7}
+    assert table.rows == rows  # validation still sees every neighbour
+
+
+def test_mining_and_position_init_arguments():
+    from training.train_clip import parse_args
+
+    base = ["--train_data_dir", "d", "--output_dir", "o"]
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--hard_negative_top_k", "2"])  # nothing to rank without --hard_negative_edits
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--hard_negative_edits", "2", "--hard_negative_top_k", "2", "--hard_negative_mining_steps", "0"])
+    args = parse_args(base + ["--hard_negative_edits", "2", "--hard_negative_top_k", "2"])
+    assert args.hard_negative_top_k == 2 and args.position_embedding_std is None

@@ -25,6 +25,8 @@ def test_clip_output(clip_dir, data_dir):
     embeds, hidden, mask = common.encode_text(parts["text_encoder"], tokenizer, ["a red circle", ""])
     assert embeds.shape == (2, 32) and hidden.shape == (2, 16, 32) and mask[0].sum() == 5
     assert isinstance(parts["image_encoder"], CLIPVisionModelWithProjection)
+    # --position_embedding_std 1.0 (tests/training/utils.py) instead of transformers' 0.02
+    assert parts["image_encoder"].vision_model.embeddings.position_embedding.weight.std() > 0.5
     # the training-time preprocessing is the feature extractor's, bit for bit
     images = torch.from_numpy(np.stack([np.asarray(Image.open(p)) for p in sorted((data_dir / "images").glob("*.png"))[:4]]))
     images = images.permute(0, 3, 1, 2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 TINY = {
     "clip": "--hidden_size 32 --num_hidden_layers 1 --num_attention_heads 2 --max_length 16 --image_size 32 "
-    "--hard_negative_edits 2 --hard_negative_images",
+    "--hard_negative_edits 2 --hard_negative_images --hard_negative_top_k 2 --hard_negative_mining_steps 1 "
+    "--position_embedding_std 1.0",
     "prior": "--num_layers 1 --num_attention_heads 2 --attention_head_dim 8 --validation_num_inference_steps 2",
     "decoder": "--block_out_channels 16 32 --layers_per_block 1 --attention_head_dim 8 --cross_attention_dim 32 "
     "--validation_num_inference_steps 2 --num_validation_images 2",
