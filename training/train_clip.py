@@ -189,7 +189,9 @@ class NeighbourTable:
         """Keep, per caption, the ``k`` neighbours whose (unit) embeddings in ``text`` are closest to its own."""
         k = min(k, self.width)
         text = text.float().cpu()
-        similarity = torch.einsum("ud,uwd->uw", text, text[self.all])
+        # (captions, neighbours) cosines, a block of rows at a time: never a (captions, neighbours, width) tensor
+        blocks = torch.arange(len(text)).split(1024)
+        similarity = torch.cat([(text[rows] @ text.T).gather(1, self.all[rows]) for rows in blocks])
         similarity[torch.arange(self.width)[None, :] >= self.all_counts[:, None]] = -float("inf")
         self.table = self.all.gather(1, similarity.topk(k, dim=1).indices)
         self.counts = self.all_counts.clamp(max=k)
