@@ -236,6 +236,16 @@ def build(args, data: common.ImageTextData):
     return tokenizer, feature_extractor, pixels, ContrastiveCLIP(clip, feature_extractor)
 
 
+def trim_padding(batch: dict, lengths: torch.Tensor) -> dict:
+    """
+    Cut ``input_ids`` and ``negative_input_ids`` to the longest caption among them (``lengths``: tokens with BOS and
+    EOS). The text tower is causal and pools at EOS, so the padding after it never changes an embedding.
+    """
+    keys = [key for key in ("input_ids", "negative_input_ids") if key in batch]
+    width = int(lengths.max())
+    return batch | {key: batch[key][:, :width] for key in keys}
+
+
 def split_towers(clip: CLIPModel) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
     """The two towers of a CLIPModel as the WithProjection models the unCLIP pipelines load."""
     state = clip.state_dict()
@@ -255,7 +265,8 @@ def main(argv=None) -> dict:
     accelerator = common.make_accelerator(args)
     data = common.ImageTextData(args)
     tokenizer, feature_extractor, pixels, model = build(args, data)
-    input_ids, _ = common.tokenize(tokenizer, data.captions)
+    input_ids, attention_mask = common.tokenize(tokenizer, data.captions)
+    lengths = attention_mask.sum(1)
     position = {c: i for i, c in enumerate(sorted(set(data.captions)))}
     caption_ids = torch.tensor([position[c] for c in data.captions])
     accelerator.print(f"CLIP: {common.count_parameters(model)} parameters, vocabulary of {len(tokenizer)} tokens")
@@ -263,7 +274,8 @@ def main(argv=None) -> dict:
     unique_ids = neighbours = None
     if args.hard_negative_edits > 0:
         unique = sorted(position, key=position.get)
-        unique_ids, _ = common.tokenize(tokenizer, unique)
+        unique_ids, unique_mask = common.tokenize(tokenizer, unique)
+        unique_lengths = unique_mask.sum(1)
         neighbours = NeighbourTable(caption_neighbours(unique, args.hard_negative_edits))
         accelerator.print(
             f"hard negatives: {neighbours.counts.float().mean():.1f} per caption on average "
@@ -303,7 +315,8 @@ def main(argv=None) -> dict:
             anywhere = (torch.rand(len(own), generator=generator) * data.num_train).long()
             image = torch.where(available > 0, order[(starts[neighbour] + offset).clamp(max=data.num_train - 1)], anywhere)
             batch.update(negative_pixels=pixels[image], negative_pixel_caption_ids=caption_ids[image])
-        return batch
+        used = lengths[indices] if neighbours is None else torch.cat([lengths[indices], unique_lengths[negative]])
+        return trim_padding(batch, used)
 
     val = data.validation_indices
 

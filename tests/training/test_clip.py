@@ -135,3 +135,34 @@ def test_mining_and_position_init_arguments():
         parse_args(base + ["--hard_negative_edits", "2", "--hard_negative_top_k", "2", "--hard_negative_mining_steps", "0"])
     args = parse_args(base + ["--hard_negative_edits", "2", "--hard_negative_top_k", "2"])
     assert args.hard_negative_top_k == 2 and args.position_embedding_std is None
+
+
+def test_trimmed_padding_leaves_the_text_embeddings_unchanged():
+    from transformers import CLIPModel, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+    from training.common import tokenize
+    from training.train_clip import build_clip_tokenizer, trim_padding, words_of
+
+    torch.manual_seed(0)
+    tokenizer = build_clip_tokenizer(sorted(words_of(CAPTIONS)), 24)
+    ids, mask = tokenize(tokenizer, CAPTIONS)
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=24, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=32)
+    clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32))
+    model = ContrastiveCLIP(clip, None).eval()
+    short, long = [0, 1, 2], [5, 3]
+    batch = trim_padding({"input_ids": ids[short], "negative_input_ids": ids[long], "pixels": None}, mask[short + long].sum(1))
+    width = int(mask[long].sum(1).max())
+    assert batch["input_ids"].shape[1] == batch["negative_input_ids"].shape[1] == width < ids.shape[1]
+    alone = trim_padding({"input_ids": ids[short]}, mask[short].sum(1))["input_ids"]
+    assert alone.shape[1] == int(mask[short].sum(1).max()) < width
+    with torch.no_grad():
+        full = model.embed_text(ids)
+        torch.testing.assert_close(model.embed_text(batch["input_ids"]), full[short], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.embed_text(batch["negative_input_ids"]), full[long], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.embed_text(alone), full[short], atol=1e-5, rtol=1e-5)
