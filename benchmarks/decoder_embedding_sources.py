@@ -10,7 +10,10 @@ decoder (with its caption, the pipeline's super-resolution stages after it) gets
 - the prompt's CLIP text embedding (the paper's "text embedding as image embedding" ablation),
 
 and the judge scores each image. If the true image embedding fails as often as the prior's sample, the errors are
-the decoder's (or the CLIP embedding's), not the prior's. Prints correct counts and per-attribute counts.
+the decoder's (or the CLIP embedding's), not the prior's. Prints correct counts and per-attribute counts, and
+``centre_correlation``: over the images where the render and the decoded image each hold exactly one object, the
+correlation of the two objects' centres (x and y). Near 0 means the decoder does not take where the object is from
+the embedding (a render's position is random within what its caption allows).
 """
 
 from __future__ import annotations
@@ -23,6 +26,26 @@ import torch
 
 from unclip_pipelines import EMBEDDED_MODEL, UnCLIPDecoderPipeline, UnCLIPImageVariationPipeline, UnCLIPPriorPipeline
 from unclip_pipelines.shapes import caption_category, judge_image, render_scene, sample_eval_prompts, scene_from_caption
+from unclip_pipelines.shapes.judge import detect_objects
+
+SOURCES = ("true_image_embedding", "prior_sample", "text_embedding")
+
+
+def centre_correlation(renders, images) -> dict:
+    """Correlation of object centres (x, y) between renders and decoded images that each hold exactly one object."""
+    pairs = []
+    for render, image in zip(renders, images):
+        wanted, got = detect_objects(render), detect_objects(image)
+        if len(wanted) == 1 and len(got) == 1:
+            pairs.append((wanted[0].cx, wanted[0].cy, got[0].cx, got[0].cy))
+    if len(pairs) < 3:
+        return {"x": None, "y": None, "images": len(pairs)}
+    centres = np.array(pairs)
+    return {
+        "x": float(np.corrcoef(centres[:, 0], centres[:, 2])[0, 1]),
+        "y": float(np.corrcoef(centres[:, 1], centres[:, 3])[0, 1]),
+        "images": len(pairs),
+    }
 
 
 def main(argv=None) -> dict:
@@ -34,6 +57,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--prompt-seed", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decoder-guidance-scale", type=float, default=2.0)
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="embeddings to decode")
     parser.add_argument("--output", help="write the results here as JSON")
     args = parser.parse_args(argv)
 
@@ -51,12 +75,13 @@ def main(argv=None) -> dict:
     tokenizer = prior.tokenizer
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
+    encoders = {
+        "true_image_embedding": lambda: variation.encode_image(renders),
+        "prior_sample": lambda: prior(prompts, generator=torch.Generator().manual_seed(args.seed)).image_embeds,
+        "text_embedding": lambda: prior.text_encoder(ids).text_embeds,
+    }
     with torch.no_grad():
-        sources = {
-            "true_image_embedding": variation.encode_image(renders),
-            "prior_sample": prior(prompts, generator=torch.Generator().manual_seed(args.seed)).image_embeds,
-            "text_embedding": prior.text_encoder(ids).text_embeds,
-        }
+        sources = {name: encoders[name]() for name in args.sources}
     results = {}
     for name, embeds in sources.items():
         with torch.no_grad():
@@ -69,7 +94,8 @@ def main(argv=None) -> dict:
                 if ok is not None:
                     attributes.setdefault(attribute, []).append(int(ok))
         results[name] = {"correct": sum(v.correct for v in verdicts), "images": len(verdicts),
-                         "attributes": {k: f"{sum(v)}/{len(v)}" for k, v in attributes.items()}}
+                         "attributes": {k: f"{sum(v)}/{len(v)}" for k, v in attributes.items()},
+                         "centre_correlation": centre_correlation(renders, images)}
         print(name, json.dumps(results[name]), flush=True)
     if args.output:
         with open(args.output, "w") as f:
