@@ -2,7 +2,7 @@
 Train the whole embedded unCLIP stack on the Shapes World from scratch, in one command:
 dataset -> CLIP -> CLIP embeddings -> prior -> decoder -> upsampler -> assembled pipeline -> evaluation.
 
-    python training/train_shapes_world.py --output_dir runs/shapes            # ~80 min on 2 CPU cores
+    python training/train_shapes_world.py --output_dir runs/shapes            # ~85 min on 2 CPU cores
     python training/train_shapes_world.py --output_dir /tmp/smoke --quick     # a smoke test, ~2 min
 
 Each stage has a minute budget (``--<stage>_minutes``) and extra flags for its script (``--<stage>_args "..."``,
@@ -35,13 +35,16 @@ if __package__ in (None, ""):
 from training import assemble_pipeline, common, train_clip, train_decoder, train_prior, train_superres
 
 STAGES = ("clip", "prior", "decoder", "superres")
-# the embedded model's run (81 min here on 2 cores with the evaluation). CLIP at batch 64 / lr 1e-3 makes 5x the
-# updates of its script's defaults in 10 min (validation image->caption 0.45 -> 0.59); see training/README.md
-DEFAULT_MINUTES = {"clip": 10.0, "prior": 8.0, "decoder": 47.0, "superres": 11.0}
+# the embedded model's run (about 85 min here on 2 cores with the evaluation). The CLIP is the layout CLIP of
+# training/README.md: 16-px patches (about 190 updates a minute here), hard negatives that move or swap objects, in
+# both directions; about 4500 updates escape the plateau where it cannot tell positions apart. The decoder has no
+# Min-SNR weighting: with it the decoder ignores where the embedding places objects (training/README.md).
+DEFAULT_MINUTES = {"clip": 24.0, "prior": 7.0, "decoder": 40.0, "superres": 9.0}
 DEFAULT_ARGS = {
-    "clip": "--hard_negative_edits 2 --train_batch_size 64 --learning_rate 1e-3",
+    "clip": "--patch_size 16 --hard_negative_edits 2 --hard_negative_images --hard_negative_top_k 2 "
+    "--position_embedding_std 1.0 --train_batch_size 64 --learning_rate 1e-3",
     "prior": "",
-    "decoder": "--snr_gamma 5",
+    "decoder": "",
     "superres": "",
 }
 QUICK_ARGS = {
