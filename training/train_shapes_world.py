@@ -38,8 +38,8 @@ STAGES = ("clip", "prior", "decoder", "superres")
 # the embedded model's run (about 85 min here on 2 cores with the evaluation). The CLIP is the layout CLIP of
 # training/README.md: 16-px patches (5877 updates in the fourth model's 24 minutes), hard negatives that move or swap
 # objects, in both directions; it needs about 4000-5000 updates to leave the plateau where it cannot tell positions
-# apart. The decoder has no
-# Min-SNR weighting: with it the decoder ignores where the embedding places objects (training/README.md).
+# apart. The decoder has no Min-SNR weighting: with it the decoder ignores where the embedding places objects
+# (training/README.md).
 DEFAULT_MINUTES = {"clip": 24.0, "prior": 7.0, "decoder": 40.0, "superres": 9.0}
 DEFAULT_ARGS = {
     "clip": "--patch_size 16 --hard_negative_edits 2 --hard_negative_images --hard_negative_top_k 2 "
