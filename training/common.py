@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -370,6 +371,10 @@ def make_accelerator(args) -> Accelerator:
         if importlib.util.find_spec("tensorboard" if report_to == "tensorboard" else "wandb") is None:
             print(f"note: --report_to {report_to} is not installed; metrics go to {args.output_dir}/logs.jsonl only")
             report_to = None
+    # one process may train several stages in a row (train_shapes_world.py, the tests), and accelerate keeps one
+    # AcceleratorState per process that refuses a second precision (`--mixed_precision auto` changes it between
+    # stages), so each stage starts it afresh
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=None if report_to in (None, "none") else report_to,

@@ -49,9 +49,24 @@ def test_assembled_folder_loads_in_both_pipelines(
     assert variation(source, generator=torch.Generator().manual_seed(0), **FEW).images[0].size == (128, 128)
 
 
-def test_one_command_quick(tmp_path):
+def test_one_command_quick(tmp_path, monkeypatch):
+    # as on a machine with native bf16: the decoder and upsampler stages change accelerate's precision mid-process
+    monkeypatch.setattr(train_shapes_world, "native_bf16", lambda: True)
     summary = train_shapes_world.main(["--output_dir", str(tmp_path), "--quick", "--num_images", "40"])
     assert set(summary["timings_seconds"]) >= {"dataset", "clip", "prior", "decoder", "superres", "assemble", "evaluate"}
     assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "logs" / "decoder.log").exists()
     assert summary["evaluation"]["overall"] is not None
     assert (tmp_path / "pipeline" / "sampling_defaults.json").exists()
+
+
+def test_auto_precision_picks_bf16_only_for_the_unets_on_native_bf16(monkeypatch):
+    args = train_shapes_world.parse_args(["--output_dir", "x"])
+    assert args.mixed_precision == "auto"
+    monkeypatch.setattr(train_shapes_world, "native_bf16", lambda: True)
+    argv = {s: train_shapes_world.stage_argv(args, s, "d", "c") for s in train_shapes_world.STAGES}
+    precision = {s: a[a.index("--mixed_precision") + 1] for s, a in argv.items()}
+    assert precision == {"clip": "no", "prior": "no", "decoder": "bf16", "superres": "bf16"}
+    monkeypatch.setattr(train_shapes_world, "native_bf16", lambda: False)
+    assert train_shapes_world.stage_precision(args, "decoder") == "no"
+    explicit = train_shapes_world.parse_args(["--output_dir", "x", "--mixed_precision", "fp16"])
+    assert {train_shapes_world.stage_precision(explicit, s) for s in train_shapes_world.STAGES} == {"fp16"}
