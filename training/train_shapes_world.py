@@ -42,9 +42,10 @@ STAGES = ("clip", "prior", "decoder", "superres")
 # (training/README.md).
 DEFAULT_MINUTES = {"clip": 24.0, "prior": 7.0, "decoder": 43.0, "superres": 6.0}
 # ``--mixed_precision auto``: bf16 autocast for the convolutional U-Nets where the hardware computes bf16 natively.
-# On this machine's CPU (AMX; short runs of each script, training/README.md) it trains the decoder at 68 samples/s instead of 52 and
-# the upsampler at 123 instead of 68, while the small CLIP slows down (184 samples/s instead of 239), so the
-# transformers stay in float32. The upsampler's 6 bf16 minutes make more updates than its former 9 float32 ones.
+# On this machine's CPU (AMX; short runs of each script, training/README.md) it trains the decoder at 68 samples/s
+# instead of 52 and the upsampler at 123 instead of 68, while the small CLIP slows down (184 samples/s instead of
+# 239), so the transformers stay in float32. The upsampler's 6 bf16 minutes make more updates than its former 9
+# float32 ones.
 AUTO_BF16_STAGES = ("decoder", "superres")
 DEFAULT_ARGS = {
     "clip": "--patch_size 16 --hard_negative_edits 2 --hard_negative_images --hard_negative_top_k 2 "
@@ -124,7 +125,7 @@ def run_stage(args, name: str, fn, timings: dict):
 
 def native_bf16() -> bool:
     """Whether this machine computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with AMX / AVX512-BF16
-    (elsewhere CPU autocast emulates bf16 and is slower than float32)."""
+    (other CPUs have no bf16 instructions, so autocast there would not pay; measure before forcing it)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
