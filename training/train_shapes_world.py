@@ -35,7 +35,8 @@ if __package__ in (None, ""):
 from training import assemble_pipeline, common, train_clip, train_decoder, train_prior, train_superres
 
 STAGES = ("clip", "prior", "decoder", "superres")
-# the embedded model's run (about 85 min here on 2 cores with the evaluation). The CLIP is the layout CLIP of
+# today's defaults (about 85 min here on 2 cores with the evaluation; the shipped, fourth model was trained with them
+# but --mixed_precision no --decoder_minutes 40 --superres_minutes 9, see README.md). The CLIP is the layout CLIP of
 # training/README.md: 16-px patches (5877 updates in the fourth model's 24 minutes), hard negatives that move or swap
 # objects, in both directions; it needs about 4000-5000 updates to leave the plateau where it cannot tell positions
 # apart. The decoder has no Min-SNR weighting: with it the decoder ignores where the embedding places objects
@@ -44,8 +45,8 @@ DEFAULT_MINUTES = {"clip": 24.0, "prior": 7.0, "decoder": 43.0, "superres": 6.0}
 # ``--mixed_precision auto``: bf16 autocast for the convolutional U-Nets where the hardware computes bf16 natively.
 # On this machine's CPU (AMX; short runs of each script, training/README.md) it trains the decoder at 68 samples/s
 # instead of 52 and the upsampler at 123 instead of 68, while the small CLIP slows down (184 samples/s instead of
-# 239), so the transformers stay in float32. The upsampler's 6 bf16 minutes make more updates than its former 9
-# float32 ones.
+# 239), so the transformers stay in float32. The upsampler's 6 bf16 minutes made 653 updates, its former 9 float32
+# ones 585.
 AUTO_BF16_STAGES = ("decoder", "superres")
 DEFAULT_ARGS = {
     "clip": "--patch_size 16 --hard_negative_edits 2 --hard_negative_images --hard_negative_top_k 2 "
