@@ -10,7 +10,8 @@ the mean rate at which it beats a single neighbour.
 
 Then a *layout* probe on fresh scenes whose caption names a position or a relation: each caption against its mirror
 ("on the left" <-> "on the right", "at the top" <-> "at the bottom", "A to the left of B" <-> "A to the right of B",
-"above" <-> "below"), and each render against a render of the mirrored caption. It prints, per kind, how often the
+"above" <-> "below"; relations also reflected across the diagonals, "left of" <-> "above" and "left of" <->
+"below"), and each render against a render of the mirrored caption. It prints, per kind, how often the
 image scores its own caption above the mirrored one, how often the caption scores its own render above the mirrored
 render (chance: 0.5 for both), the text cosine of caption and mirror (pooled, and of the text encoder's token states
 at the changed word and after it, which the decoder attends to), and the image cosine of two renders of one
@@ -46,6 +47,18 @@ MIRRORED_POSITION = {"on the left": "on the right", "on the right": "on the left
                      "at the bottom": "at the top"}
 
 
+#: Relations reflected across the image's diagonal (x <-> y: "left of" <-> "above") and its anti-diagonal
+#: ("left of" <-> "below"). A CLIP whose only layout feature is "first object to the lower left or the upper right"
+#: passes the mirror probe yet cannot tell a relation from its anti-diagonal reflection.
+REFLECTED_RELATION = {
+    "relation_diagonal": {"to the left of": "above", "above": "to the left of", "to the right of": "below",
+                          "below": "to the right of"},
+    "relation_antidiagonal": {"to the left of": "below", "below": "to the left of", "to the right of": "above",
+                              "above": "to the right of"},
+}
+LAYOUT_KINDS = ("position", "relation", *REFLECTED_RELATION)
+
+
 def mirrored(caption: str) -> tuple[str, str] | None:
     """``(kind, the caption with its position or relation mirrored)``, or ``None`` when it names neither."""
     parsed = parse_caption(caption)
@@ -58,15 +71,28 @@ def mirrored(caption: str) -> tuple[str, str] | None:
     return None
 
 
+def counterparts(caption: str) -> dict[str, str]:
+    """The caption's counterpart per layout kind it has: mirrored (:func:`mirrored`) and, for relations, reflected."""
+    found = mirrored(caption)
+    if found is None:
+        return {}
+    out = {found[0]: found[1]}
+    parsed = parse_caption(caption)
+    if parsed.relation is not None:
+        out.update({kind: ParsedCaption(parsed.objects, table[parsed.relation]).text
+                    for kind, table in REFLECTED_RELATION.items()})
+    return out
+
+
 def layout_probe(parts: dict, num_scenes: int, seed: int) -> dict:
-    """The layout measurements of the module docstring, per kind (``position``, ``relation``)."""
+    """The layout measurements of the module docstring, per kind (``LAYOUT_KINDS``)."""
     rng = np.random.default_rng(seed)
-    rows = {"position": [], "relation": []}
+    rows = {kind: [] for kind in LAYOUT_KINDS}
     while min(len(v) for v in rows.values()) < num_scenes:
         scene = sample_scene(rng)
-        found = mirrored(scene.caption)
-        if found is not None and len(rows[found[0]]) < num_scenes:
-            rows[found[0]].append((scene, found[1]))
+        for kind, counterpart in counterparts(scene.caption).items():
+            if len(rows[kind]) < num_scenes:
+                rows[kind].append((scene, counterpart))
 
     def embed(captions, images):
         with torch.no_grad():

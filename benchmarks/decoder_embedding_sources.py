@@ -57,6 +57,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--prompt-seed", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decoder-guidance-scale", type=float, default=2.0)
+    parser.add_argument("--decoder-num-inference-steps", type=int, default=25)
+    parser.add_argument("--decoder-eta", type=float, help="sample the decoder with DDIM at this eta (default: ancestral)")
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES), help="embeddings to decode")
     parser.add_argument("--output", help="write the results here as JSON")
     args = parser.parse_args(argv)
@@ -86,7 +88,8 @@ def main(argv=None) -> dict:
     for name, embeds in sources.items():
         with torch.no_grad():
             images = decoder(embeds, prompt=prompts, decoder_guidance_scale=args.decoder_guidance_scale,
-                             generator=torch.Generator().manual_seed(args.seed)).images
+                             decoder_num_inference_steps=args.decoder_num_inference_steps,
+                             decoder_eta=args.decoder_eta, generator=torch.Generator().manual_seed(args.seed)).images
         verdicts = [judge_image(image, prompt) for image, prompt in zip(images, prompts)]
         attributes: dict[str, list[int]] = {}
         for verdict in verdicts:

@@ -18,6 +18,9 @@ relations (NegCLIP, Yuksekgonul et al. 2023). The neighbours come from the datas
 ``--hard_negative_images`` adds the other direction: every caption is also scored against one training image whose
 caption is one of its neighbours (NegCLIP's hard negative images), so the image tower, too, must tell "left of" from
 "right of".
+``--hard_negative_phrase_words P`` adds the captions of any length that differ in one phrase of at most P words on each
+side ("to the left of" against "above"): with same-length neighbours only, a CLIP can pass every hard negative by
+telling "left of or below" from "right of or above", and then cannot tell "left of" from "below" (training/README.md).
 ``--hard_negative_top_k K`` mines them: every ``--hard_negative_mining_steps`` batches the current text tower ranks
 each caption's neighbours, and the negatives are drawn among the K closest, the ones the model still confuses.
 """
@@ -74,6 +77,11 @@ def parse_args(argv=None):
         help="score each image against one caption that differs from its own by at most this many words (0: off)",
     )
     model.add_argument(
+        "--hard_negative_phrase_words", type=int, default=0,
+        help="with --hard_negative_edits: also count as neighbours the captions that differ in one phrase of at most "
+        "this many words on each side, of any length ('to the left of' / 'above'; 0: off)",
+    )
+    model.add_argument(
         "--hard_negative_images", action="store_true",
         help="also score each caption against one training image of a neighbouring caption (needs --hard_negative_edits)",
     )
@@ -92,6 +100,10 @@ def parse_args(argv=None):
         parser.error("--hard_negative_top_k needs --hard_negative_edits K > 0: it ranks the neighbours")
     if args.hard_negative_top_k < 0 or args.hard_negative_mining_steps < 1:
         parser.error("--hard_negative_top_k must be >= 0 and --hard_negative_mining_steps >= 1")
+    if args.hard_negative_phrase_words and args.hard_negative_edits <= 0:
+        parser.error("--hard_negative_phrase_words needs --hard_negative_edits K > 0: it adds to the neighbours")
+    if args.hard_negative_phrase_words < 0:
+        parser.error("--hard_negative_phrase_words must be >= 0")
     if args.hard_negative_images and args.hard_negative_edits <= 0:
         parser.error("--hard_negative_images needs --hard_negative_edits K > 0: the negatives are images of the neighbours")
     return args
@@ -146,13 +158,16 @@ class ContrastiveCLIP(torch.nn.Module):
         return (image_loss + text_loss) / 2
 
 
-def caption_neighbours(captions: list[str], max_edits: int) -> list[list[int]]:
+def caption_neighbours(captions: list[str], max_edits: int, max_phrase_words: int = 0) -> list[list[int]]:
     """
     For each caption, the indices of the others with as many words that differ in at most ``max_edits`` word
-    substitutions or hold the same words in another order.
+    substitutions or hold the same words in another order; with ``max_phrase_words = P > 0`` also those of any
+    length that differ in one phrase of at most P words on each side, nothing inserted or deleted ("a red circle
+    to the left of a blue square" and "a red circle above a blue square"; not "a red circle" and "a red circle on
+    the left").
     """
     words = [caption.lower().split() for caption in captions]
-    neighbours: list[list[int]] = [[] for _ in captions]
+    neighbours: list[set[int]] = [set() for _ in captions]
     by_length: dict[int, list[int]] = {}
     for index, caption_words in enumerate(words):
         by_length.setdefault(len(caption_words), []).append(index)
@@ -164,8 +179,33 @@ def caption_neighbours(captions: list[str], max_edits: int) -> list[list[int]]:
         same_bag = (bags[:, None, :] == bags[None, :, :]).all(-1)
         close = ((edits <= max_edits) | same_bag) & (edits > 0)
         for row, index in enumerate(indices):
-            neighbours[index] = [indices[j] for j in close[row].nonzero().flatten().tolist()]
-    return neighbours
+            neighbours[index].update(indices[j] for j in close[row].nonzero().flatten().tolist())
+    for a, b in phrase_substitutions(words, max_phrase_words):
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    return [sorted(row) for row in neighbours]
+
+
+def phrase_substitutions(words: list[list[str]], max_phrase_words: int) -> set[tuple[int, int]]:
+    """
+    Pairs ``(a, b)`` of word lists that are the same but for one phrase of 1 to ``max_phrase_words`` words on each
+    side: every caption is keyed by (words before, words after) each of its phrases, and two captions sharing a key
+    are a pair when their phrases differ in their first and in their last word (so the key is their longest common
+    prefix and suffix, and neither phrase merely extends the other).
+    """
+    holes: dict[tuple, list[tuple[int, tuple[str, ...]]]] = {}
+    for index, caption_words in enumerate(words):
+        for start in range(len(caption_words)):
+            for end in range(start + 1, min(start + max_phrase_words, len(caption_words)) + 1):
+                key = (tuple(caption_words[:start]), tuple(caption_words[end:]))
+                holes.setdefault(key, []).append((index, tuple(caption_words[start:end])))
+    pairs = set()
+    for filled in holes.values():
+        for i, (a, phrase_a) in enumerate(filled):
+            for b, phrase_b in filled[i + 1 :]:
+                if a != b and phrase_a[0] != phrase_b[0] and phrase_a[-1] != phrase_b[-1]:
+                    pairs.add((min(a, b), max(a, b)))
+    return pairs
 
 
 class NeighbourTable:
@@ -276,10 +316,14 @@ def main(argv=None) -> dict:
         unique = sorted(position, key=position.get)
         unique_ids, unique_mask = common.tokenize(tokenizer, unique)
         unique_lengths = unique_mask.sum(1)
-        neighbours = NeighbourTable(caption_neighbours(unique, args.hard_negative_edits))
+        neighbours = NeighbourTable(
+            caption_neighbours(unique, args.hard_negative_edits, args.hard_negative_phrase_words)
+        )
         accelerator.print(
             f"hard negatives: {neighbours.counts.float().mean():.1f} per caption on average "
-            f"(<= {args.hard_negative_edits} word edits or reordered); {int((neighbours.counts == 0).sum())} of "
+            f"(<= {args.hard_negative_edits} word edits or reordered"
+            + (f", or one phrase of <= {args.hard_negative_phrase_words} words swapped" if args.hard_negative_phrase_words else "")
+            + f"); {int((neighbours.counts == 0).sum())} of "
             f"{len(unique)} captions have none and get a random caption"
             + (f"; drawn among the {args.hard_negative_top_k} the text tower finds closest, re-mined every "
                f"{args.hard_negative_mining_steps} batches" if args.hard_negative_top_k else "")

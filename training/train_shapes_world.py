@@ -36,10 +36,13 @@ from training import assemble_pipeline, common, train_clip, train_decoder, train
 
 STAGES = ("clip", "prior", "decoder", "superres")
 # today's defaults (about 85 min here on 2 cores with the evaluation; the shipped, fourth model was trained with them
-# but --mixed_precision no --decoder_minutes 40 --superres_minutes 9, see README.md). The CLIP is the layout CLIP of
+# but --mixed_precision no --decoder_minutes 40 --superres_minutes 9
+# and without --hard_negative_phrase_words, see README.md). The CLIP is the layout CLIP of
 # training/README.md: 16-px patches (5877 updates in the fourth model's 24 minutes), hard negatives that move or swap
 # objects, in both directions; it needs about 4000-5000 updates to leave the plateau where it cannot tell positions
-# apart. The decoder has no Min-SNR weighting: with it the decoder ignores where the embedding places objects
+# apart. Its hard negatives include relations on the other axis ("left of" / "below", --hard_negative_phrase_words):
+# the fourth model's CLIP, without them, cannot tell those apart and its decoder draws a quarter of its pairs turned.
+# The decoder has no Min-SNR weighting: with it the decoder ignores where the embedding places objects
 # (training/README.md).
 DEFAULT_MINUTES = {"clip": 24.0, "prior": 7.0, "decoder": 43.0, "superres": 6.0}
 # ``--mixed_precision auto``: bf16 autocast for the convolutional U-Nets where the hardware computes bf16 natively.
@@ -49,7 +52,8 @@ DEFAULT_MINUTES = {"clip": 24.0, "prior": 7.0, "decoder": 43.0, "superres": 6.0}
 # ones 585.
 AUTO_BF16_STAGES = ("decoder", "superres")
 DEFAULT_ARGS = {
-    "clip": "--patch_size 16 --hard_negative_edits 2 --hard_negative_images --hard_negative_top_k 2 "
+    "clip": "--patch_size 16 --hard_negative_edits 2 --hard_negative_phrase_words 4 --hard_negative_images "
+    "--hard_negative_top_k 2 "
     "--position_embedding_std 1.0 --train_batch_size 64 --learning_rate 1e-3",
     "prior": "",
     "decoder": "",

@@ -31,6 +31,25 @@ def test_caption_neighbours_by_word_edits_and_reordering():
     assert all(len(CAPTIONS[j].split()) == len(CAPTIONS[i].split()) for i, row in enumerate(two) for j in row)
 
 
+def test_caption_neighbours_by_one_phrase_of_any_length():
+    captions = CAPTIONS + [
+        "a red circle above a blue square",  # 9: 5 with "to the left of" -> "above"
+        "a blue square to the right of a red circle",  # 10: says what 5 says, in other words
+        "a red circle on the left",  # 11: "a red circle" with a phrase added
+        "a red circle below a blue square",  # 12: one word from 9
+    ]
+    assert 9 not in caption_neighbours(captions, max_edits=2)[5]  # other lengths: never, without phrases
+    rows = caption_neighbours(captions, max_edits=2, max_phrase_words=4)
+    assert {9, 12} <= set(rows[5]) and 5 in rows[9] and 5 in rows[12]
+    assert 10 not in rows[5]  # the differing stretch is 8 words on each side
+    assert 11 not in rows[0] and 0 not in rows[11]  # an inserted phrase is not a substitution: "a red circle" holds
+    assert 9 not in caption_neighbours(captions, max_edits=2, max_phrase_words=3)[5]  # "to the left of": 4 words
+    assert all(i not in row and row == sorted(set(row)) for i, row in enumerate(rows))
+    # symmetric, and a superset of the same-length neighbours
+    assert all(i in rows[j] for i, row in enumerate(rows) for j in row)
+    assert all(set(a) <= set(b) for a, b in zip(caption_neighbours(captions, max_edits=2), rows, strict=True))
+
+
 class FixedEmbeddings(ContrastiveCLIP):
     """ContrastiveCLIP whose towers are lookup tables: ids and "pixels" index fixed unit vectors."""
 
@@ -95,6 +114,8 @@ def test_hard_negative_images_need_hard_negative_edits():
 
     with pytest.raises(SystemExit):
         parse_args(["--train_data_dir", "d", "--output_dir", "o", "--hard_negative_images"])
+    with pytest.raises(SystemExit):
+        parse_args(["--train_data_dir", "d", "--output_dir", "o", "--hard_negative_phrase_words", "4"])
     args = parse_args(["--train_data_dir", "d", "--output_dir", "o", "--hard_negative_images", "--hard_negative_edits", "2"])
     assert args.hard_negative_images
 
