@@ -23,7 +23,7 @@ import os
 from collections import Counter
 
 from unclip_pipelines.shapes import parse_caption
-from unclip_pipelines.shapes.world import JUDGE_SLACK, MIRRORED_RELATION, RELATION_OFFSET, RELATIONS, relation_holds
+from unclip_pipelines.shapes.world import JUDGE_SLACK, MIRRORED_RELATION, RELATIONS, relation_holds
 
 MODES = ("wrong count", "objects not as named", "relation holds", "mirrored", "perpendicular",
          "right side, off axis", "other")
@@ -32,10 +32,8 @@ HORIZONTAL = ("to the left of", "to the right of")
 
 def on_named_side(relation: str, a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether ``a`` is on ``relation``'s side of ``b`` by the judge's offset, whatever the other axis does."""
-    offset = RELATION_OFFSET - JUDGE_SLACK
-    (ax, ay), (bx, by) = a, b
-    return {"to the left of": ax + offset <= bx, "to the right of": bx + offset <= ax,
-            "above": ay + offset <= by, "below": by + offset <= ay}[relation]
+    on_axis = (b[0], a[1]) if relation in HORIZONTAL else (a[0], b[1])  # b moved onto a's line along the axis
+    return relation_holds(relation, a, on_axis, JUDGE_SLACK)
 
 
 def failure_mode(caption: str, objects: list[dict]) -> str:
